@@ -58,6 +58,12 @@ export interface CheckResult {
 export interface WriteOptions {
   /** Force Unit Access: durable before the promise resolves */
   fua?: boolean;
+  /**
+   * Store the data compressed (qemu-img convert -c). Only for devices whose
+   * `supportsCompressedWrites` is true; the range should cover whole clusters
+   * (a partial cluster is written uncompressed).
+   */
+  compressed?: boolean;
 }
 
 export interface WriteZeroesOptions {
@@ -85,6 +91,17 @@ export interface BlockDevice {
   resize(newSize: number): Promise<void>;
   check?(opts: { repair?: 'leaks' | 'all' }): Promise<CheckResult>;
   close(): Promise<void>;
+  /** true when write() honours `compressed` */
+  readonly supportsCompressedWrites?: boolean;
+  /**
+   * Changes the backing file recorded in the image without touching data
+   * (qemu-img rebase -u); undefined removes the backing file.
+   */
+  changeBackingFile?(filename: string | undefined, format: string | undefined): Promise<void>;
+  /** Changes format options in place (qemu-img amend), e.g. { compat: '0.10' }. */
+  amend?(options: Record<string, string>): Promise<void>;
+  /** Drops every allocation of this layer so reads fall through to the backing chain (after qemu-img commit). */
+  makeEmpty?(): Promise<void>;
 }
 
 export interface BlockOpenOptions {
