@@ -1,2 +1,16 @@
 import 'reflect-metadata';
 export * from './plugin-api.js';
+export * from './plugin-loader.js';
+export * from './errors.js';
+export * from './address-space.js';
+export * from './guest-memory.js';
+export * from './memory-map.js';
+export * from './irq.js';
+export * from './logger.js';
+export * from './chardev.js';
+export * from './firmware-config.js';
+export * from './properties.js';
+export * from './device.js';
+export * from './machine-type.js';
+export * from './machine-description.js';
+export * from './boot/index.js';

@@ -1,0 +1,91 @@
+/**
+ * The device contract. A device type (registered by a plugin of kind `device`)
+ * declares its properties as a schema and creates devices; a device is a plain
+ * class with a small lifecycle: realize (claim its ranges, IRQs, backends),
+ * reset (power-on state), unrealize (release everything it claimed).
+ */
+import type { z } from 'zod';
+import type { AddressSpace } from './address-space.js';
+import type { Chardev } from './chardev.js';
+import type { FirmwareConfig } from './firmware-config.js';
+import type { GuestMemory } from './guest-memory.js';
+import type { IrqLine } from './irq.js';
+import type { Logger } from './logger.js';
+
+export type DeviceBus = 'system' | 'isa' | 'pci';
+
+/** What a device may know about the machine it sits in. */
+export interface MachineInfo {
+  readonly machineType: string;
+  readonly ramSize: number;
+  readonly ramBelowFourGiB: number;
+  readonly ramAboveFourGiB: number;
+  readonly cpus: number;
+  readonly maxCpus: number;
+  readonly kernelCmdline: string;
+}
+
+/** A clock that advances only while the VM runs (for timers that guests read). */
+export interface VirtualClock {
+  /** nanoseconds of run time since the machine was created */
+  nowNs(): bigint;
+  /** host wall-clock time the guest RTC starts from */
+  wallClockAtStart(): Date;
+}
+
+export interface DeviceContext {
+  readonly pio: AddressSpace;
+  readonly mmio: AddressSpace;
+  readonly memory: GuestMemory;
+  readonly machine: MachineInfo;
+  readonly fwCfg: FirmwareConfig;
+  readonly clock: VirtualClock;
+  readonly log: Logger;
+  irq(gsi: number): IrqLine;
+  /** a chardev created for this machine (e.g. `serial0`); undefined if none by that id */
+  chardev(id: string): Chardev | undefined;
+  /** hardware reset of the whole machine (keyboard controller 0xFE, triple fault, reset control register) */
+  requestReset(reason: string): void;
+  /** power off (ACPI S5) */
+  requestShutdown(reason: string): void;
+  /** end the VMM process with this status (isa-debug-exit) */
+  requestExit(status: number, reason: string): void;
+}
+
+export interface Device {
+  readonly id: string;
+  /** the device type name, e.g. `isa-serial` */
+  readonly typeName: string;
+  realize(ctx: DeviceContext): void | Promise<void>;
+  /** back to the power-on state; ranges and IRQs stay claimed */
+  reset(): void;
+  /** release every range, IRQ and backend the device claimed */
+  unrealize(): void | Promise<void>;
+  /** properties as shown in `vm/status` and `device/list` */
+  describe(): Record<string, unknown>;
+}
+
+export interface DeviceTypeDefinition<P = unknown> {
+  readonly name: string;
+  readonly description: string;
+  readonly bus: DeviceBus;
+  readonly hotpluggable: boolean;
+  /** property schema; unknown keys must be rejected (use z.strictObject) */
+  readonly properties: z.ZodType<P>;
+  /** a prefix for generated ids (`serial` → `serial0`, `serial1`) */
+  readonly idPrefix?: string;
+  create(id: string, props: P): Device;
+}
+
+/** Identity helper so plugin authors get property types inferred from the schema. */
+export function defineDeviceType<S extends z.ZodType>(def: {
+  name: string;
+  description: string;
+  bus: DeviceBus;
+  hotpluggable: boolean;
+  properties: S;
+  idPrefix?: string;
+  create(id: string, props: z.output<S>): Device;
+}): DeviceTypeDefinition<z.output<S>> {
+  return def as DeviceTypeDefinition<z.output<S>>;
+}
