@@ -14,3 +14,5 @@ export * from './device.js';
 export * from './machine-type.js';
 export * from './machine-description.js';
 export * from './boot/index.js';
+export * from './accelerator.js';
+export * from './machine.js';

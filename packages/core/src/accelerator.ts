@@ -1,0 +1,63 @@
+/**
+ * The boundary between the machine model and the hypervisor. The Machine sees
+ * an Accelerator (KVM in production, a fake in unit tests); the accelerator
+ * owns vCPU threads, guest RAM and the in-kernel interrupt controllers, and
+ * hands port and MMIO accesses to the machine's address spaces.
+ */
+import type { CpuEntryState } from './boot/entry.js';
+import type { GuestRamRegion } from './guest-memory.js';
+import type { RamSlot } from './memory-map.js';
+
+/** Something a vCPU reported that is not an I/O access (KVM api.rst 5. "The kvm_run structure"). */
+export type VcpuEvent =
+  | { kind: 'shutdown' }
+  | { kind: 'internal-error'; suberror: number; data: bigint[] }
+  | { kind: 'fail-entry'; hardwareEntryFailureReason: bigint; cpu: number }
+  | { kind: 'system-event'; type: number; data: bigint[] }
+  | { kind: 'hlt' }
+  | { kind: 'unknown'; exitReason: number };
+
+/** Where a running VM's exits go. Handlers run on the main thread; keep them short. */
+export interface ExitSink {
+  pio(port: number, data: Uint8Array, isWrite: boolean): void;
+  mmio(addr: number, data: Uint8Array, isWrite: boolean): void;
+  event(vcpu: number, event: VcpuEvent): void;
+}
+
+export interface VcpuTopology {
+  /** APIC ID of each vCPU, by index */
+  apicIds: number[];
+}
+
+export interface AcceleratorVmConfig {
+  ramSlots: RamSlot[];
+  cpus: number;
+  topology: VcpuTopology;
+}
+
+export interface AcceleratorVm {
+  /** guest RAM, one region per slot, allocated by the accelerator */
+  readonly ram: readonly GuestRamRegion[];
+  /** set the bootstrap processor's registers for a boot entry */
+  setBootEntry(entry: CpuEntryState): void;
+  setIrq(gsi: number, level: boolean): void;
+  /** start the vCPU threads, delivering exits to `sink` */
+  start(sink: ExitSink): void;
+  /** after the promise resolves no vCPU runs guest code */
+  pause(): Promise<void>;
+  resume(): void;
+  /** power-cycle vCPUs and interrupt controllers (RAM is kept); leaves the vCPUs paused */
+  reset(): Promise<void>;
+  /** stop vCPU threads for good */
+  stop(): Promise<void>;
+  close(): void;
+  /** counters for diagnostics and benchmarks */
+  exitCounts(): Record<string, number>;
+}
+
+export interface Accelerator {
+  readonly name: string;
+  /** how many vCPUs the host recommends / allows */
+  maxVcpus(): number;
+  createVm(config: AcceleratorVmConfig): AcceleratorVm;
+}

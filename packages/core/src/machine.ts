@@ -1,0 +1,546 @@
+/**
+ * The Machine: one VM's model — memory map, address spaces, IRQ lines,
+ * devices, the boot image — and its state machine:
+ *
+ *   created → running ⇄ paused → shutdown | crashed
+ *
+ * Device control paths run on this (main) thread. Requests a device makes
+ * from inside an I/O handler (reset, power off, exit) are deferred until the
+ * handler has returned, so the vCPU that made the access is not waiting on
+ * us while we stop it.
+ */
+import { EventEmitter } from 'node:events';
+import * as fs from 'node:fs';
+import type { Accelerator, AcceleratorVm, ExitSink, VcpuEvent } from './accelerator.js';
+import { AddressSpace } from './address-space.js';
+import { loadKernel, readBootFile, type LoadedKernel } from './boot/index.js';
+import { createChardev, type Chardev } from './chardev.js';
+import type { Device, DeviceContext, DeviceTypeDefinition, MachineInfo, VirtualClock } from './device.js';
+import { ConfigError, TsvmmError, VmStateError } from './errors.js';
+import { FirmwareConfig, FwCfgKey } from './firmware-config.js';
+import { GuestMemory } from './guest-memory.js';
+import { IrqLine } from './irq.js';
+import { nullLogger, type Logger } from './logger.js';
+import { machineDescriptionSchema, type DeviceSpec, type MachineDescription } from './machine-description.js';
+import type { MachineTypeDefinition } from './machine-type.js';
+import { parseMemorySize, pcMemoryLayout, type MemoryLayout } from './memory-map.js';
+import type { PluginRegistry } from './plugin-loader.js';
+import { parseProperties } from './properties.js';
+
+export type VmState = 'created' | 'running' | 'paused' | 'shutdown' | 'crashed';
+
+export type StateReason =
+  | 'created'
+  | 'started'
+  | 'paused-by-request'
+  | 'resumed-by-request'
+  | 'guest-shutdown'
+  | 'guest-reset'
+  | 'triple-fault'
+  | 'internal-error'
+  | 'debug-exit'
+  | 'host-request'
+  | 'error';
+
+export interface StateChange {
+  from: VmState;
+  to: VmState;
+  reason: StateReason;
+  detail: string;
+}
+
+/** How the VM ended, for the process that hosts it. */
+export interface MachineExit {
+  /** process exit status: 0 clean, odd = isa-debug-exit, EXIT_GUEST_CRASH for guest failures */
+  status: number;
+  reason: StateReason;
+  message: string;
+}
+
+/** Exit status when the guest crashed (triple fault with --no-reboot, KVM internal error, entry failure). */
+export const EXIT_GUEST_CRASH = 4;
+/** Exit status for VMM failures and bad input. Even, so it never collides with isa-debug-exit's odd codes. */
+export const EXIT_VMM_ERROR = 2;
+
+export const DEFAULT_RAM = '128M';
+
+const VALID_TRANSITIONS: Record<VmState, VmState[]> = {
+  created: ['running', 'shutdown', 'crashed'],
+  running: ['paused', 'running', 'shutdown', 'crashed'],
+  paused: ['running', 'paused', 'shutdown', 'crashed'],
+  shutdown: [],
+  crashed: [],
+};
+
+interface DeviceEntry {
+  device: Device;
+  driver: string;
+  realized: boolean;
+}
+
+export interface MachineOptions {
+  registry: PluginRegistry;
+  accelerator: Accelerator;
+  log?: Logger;
+  /** create the chardev for a `--serial` spec; default: stdio/null/file */
+  chardevFactory?: (id: string, spec: string) => Chardev | undefined;
+}
+
+function smpCount(desc: MachineDescription): number {
+  const s = desc.smp;
+  if (s === undefined) return 1;
+  return typeof s === 'number' ? s : s.cpus;
+}
+
+export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [MachineExit] }> {
+  readonly pio = new AddressSpace('pio', 0x10000);
+  readonly mmio = new AddressSpace('mmio', 2 ** 52);
+  readonly fwCfg = new FirmwareConfig();
+  readonly memory: GuestMemory;
+  readonly layout: MemoryLayout;
+  readonly info: MachineInfo;
+  readonly machineType: MachineTypeDefinition;
+  private readonly devices: DeviceEntry[] = [];
+  private readonly chardevs = new Map<string, Chardev>();
+  private readonly irqLines = new Map<number, IrqLine>();
+  private stateValue: VmState = 'created';
+  private pendingAction: (() => Promise<void>) | undefined;
+  private kernelImage: Uint8Array | undefined;
+  private loadedKernel: LoadedKernel | undefined;
+  private readonly clockState = { startNs: process.hrtime.bigint(), pausedAt: undefined as bigint | undefined, pausedTotal: 0n, wall: new Date() };
+  private readonly createdAt = Date.now();
+  private exitInfo: MachineExit | undefined;
+
+  private constructor(
+    readonly description: MachineDescription,
+    private readonly accel: AcceleratorVm,
+    machineType: MachineTypeDefinition,
+    layout: MemoryLayout,
+    private readonly opts: Required<Pick<MachineOptions, 'registry' | 'accelerator'>> & { log: Logger; chardevFactory: (id: string, spec: string) => Chardev | undefined },
+  ) {
+    super();
+    this.machineType = machineType;
+    this.layout = layout;
+    this.memory = new GuestMemory(accel.ram);
+    const cpus = smpCount(description);
+    this.info = {
+      machineType: machineType.name,
+      ramSize: layout.ramSize,
+      ramBelowFourGiB: layout.belowFourGiB,
+      ramAboveFourGiB: layout.aboveFourGiB,
+      cpus,
+      maxCpus: typeof description.smp === 'object' ? (description.smp.maxcpus ?? cpus) : cpus,
+      kernelCmdline: description.append ?? '',
+    };
+    // Pausing stops the guest's clock too; the clock starts when the machine first runs.
+    this.clockState.pausedAt = this.clockState.startNs;
+  }
+
+  /** Build a machine from a description: resolve plugins, lay out memory, realize devices, load the kernel. */
+  static async create(input: unknown, options: MachineOptions): Promise<Machine> {
+    const description = parseProperties(machineDescriptionSchema, input, 'machine description');
+    const log = options.log ?? nullLogger;
+    const registry = options.registry;
+
+    await registry.loadAll('chipset');
+    const types = registry.definitions<MachineTypeDefinition>('chipset');
+    const wanted = description.machine;
+    const machineType =
+      wanted === undefined ? types.find((t) => t.isDefault) : types.find((t) => t.name === wanted || t.aliases.includes(wanted));
+    if (machineType === undefined) {
+      const names = types.map((t) => t.name).sort();
+      throw new ConfigError(
+        wanted === undefined ? 'no default machine type is installed' : `unknown machine type '${wanted}'`,
+        { hint: names.length ? `available: ${names.join(', ')}` : 'install a chipset plugin such as @tsvmm/plugin-chipset-pc' },
+      );
+    }
+
+    const ramSize = parseMemorySize(description.memory ?? DEFAULT_RAM);
+    const layout = pcMemoryLayout(ramSize, machineType.memoryLayout);
+    const cpus = smpCount(description);
+    const maxVcpus = Math.min(machineType.maxCpus, options.accelerator.maxVcpus());
+    if (cpus > maxVcpus) {
+      throw new ConfigError(`--smp ${cpus} is more than the ${maxVcpus} vCPUs this host and machine type allow`);
+    }
+    if (description.kernel === undefined) {
+      throw new ConfigError('no kernel given', { hint: 'tsvmm boots kernels directly: pass --kernel FILE (multiboot or bzImage), or --demo' });
+    }
+    const kernelImage = readBootFile(description.kernel, 'kernel');
+
+    const accel = options.accelerator.createVm({
+      ramSlots: layout.slots,
+      cpus,
+      topology: { apicIds: Array.from({ length: cpus }, (_, i) => i) },
+    });
+    const machine = new Machine(description, accel, machineType, layout, {
+      registry,
+      accelerator: options.accelerator,
+      log,
+      chardevFactory: options.chardevFactory ?? createChardev,
+    });
+    machine.kernelImage = kernelImage;
+    try {
+      machine.fillFirmwareConfig();
+      await machine.createDevices();
+      machine.loadKernel();
+    } catch (err) {
+      await machine.teardown();
+      throw err;
+    }
+    return machine;
+  }
+
+  get state(): VmState {
+    return this.stateValue;
+  }
+
+  get uptimeMs(): number {
+    return Date.now() - this.createdAt;
+  }
+
+  get kernelSummary(): string | undefined {
+    return this.loadedKernel?.summary;
+  }
+
+  listDevices(): { id: string; driver: string; properties: Record<string, unknown> }[] {
+    return this.devices.map((d) => ({ id: d.device.id, driver: d.driver, properties: d.device.describe() }));
+  }
+
+  exitCounts(): Record<string, number> {
+    return this.accel.exitCounts();
+  }
+
+  readonly clock: VirtualClock = {
+    nowNs: (): bigint => {
+      const s = this.clockState;
+      const now = s.pausedAt ?? process.hrtime.bigint();
+      return now - s.startNs - s.pausedTotal;
+    },
+    wallClockAtStart: (): Date => this.clockState.wall,
+  };
+
+  start(): void {
+    if (this.stateValue !== 'created') throw new VmStateError(`cannot start a VM that is ${this.stateValue}`);
+    this.resumeClock();
+    this.accel.start(this.exitSink);
+    this.setState('running', 'started', 'VM started');
+  }
+
+  async pause(): Promise<void> {
+    if (this.stateValue !== 'running') throw new VmStateError(`cannot pause a VM that is ${this.stateValue}`, { hint: 'only a running VM can be paused' });
+    await this.accel.pause();
+    this.pauseClock();
+    this.setState('paused', 'paused-by-request', 'paused by request');
+  }
+
+  resume(): void {
+    if (this.stateValue !== 'paused') throw new VmStateError(`cannot resume a VM that is ${this.stateValue}`, { hint: 'only a paused VM can be resumed' });
+    this.resumeClock();
+    this.accel.resume();
+    this.setState('running', 'resumed-by-request', 'resumed by request');
+  }
+
+  /** Hardware reset: CPUs and interrupt controllers power-cycled, devices reset, kernel reloaded. RAM is not cleared. */
+  async reset(reason: StateReason = 'host-request', detail = 'reset by request'): Promise<void> {
+    if (this.stateValue !== 'running' && this.stateValue !== 'paused') {
+      throw new VmStateError(`cannot reset a VM that is ${this.stateValue}`);
+    }
+    const wasRunning = this.stateValue === 'running';
+    await this.accel.reset();
+    for (const d of this.devices) d.device.reset();
+    this.loadKernel();
+    this.opts.log.info('machine reset', { reason, detail });
+    if (wasRunning) this.accel.resume();
+    this.setState(this.stateValue, reason, detail);
+  }
+
+  /** Power off from the host side. */
+  async shutdown(detail = 'shut down by request'): Promise<void> {
+    await this.finish({ status: 0, reason: 'host-request', message: detail }, 'shutdown');
+  }
+
+  /** Tear down everything; the machine cannot be used afterwards. */
+  async destroy(): Promise<void> {
+    if (this.stateValue !== 'shutdown' && this.stateValue !== 'crashed') {
+      await this.finish({ status: 0, reason: 'host-request', message: 'destroyed' }, 'shutdown');
+    } else {
+      await this.teardown();
+    }
+  }
+
+  get exitResult(): MachineExit | undefined {
+    return this.exitInfo;
+  }
+
+  // --- device context and exits ---------------------------------------------------------
+
+  private readonly exitSink: ExitSink = {
+    pio: (port, data, isWrite) => {
+      if (isWrite) this.pio.write(port, data);
+      else this.pio.read(port, data);
+    },
+    mmio: (addr, data, isWrite) => {
+      if (isWrite) this.mmio.write(addr, data);
+      else this.mmio.read(addr, data);
+    },
+    event: (vcpu, ev) => this.onVcpuEvent(vcpu, ev),
+  };
+
+  private onVcpuEvent(vcpu: number, ev: VcpuEvent): void {
+    switch (ev.kind) {
+      case 'shutdown':
+        this.requestReset('triple-fault', `guest triple fault on vCPU ${vcpu} (KVM_EXIT_SHUTDOWN)`);
+        return;
+      case 'internal-error':
+        this.defer(() =>
+          this.finish(
+            {
+              status: EXIT_GUEST_CRASH,
+              reason: 'internal-error',
+              message: `KVM internal error on vCPU ${vcpu}: suberror ${ev.suberror}${ev.data.length ? ` data [${ev.data.map((d) => `0x${d.toString(16)}`).join(', ')}]` : ''}`,
+            },
+            'crashed',
+          ),
+        );
+        return;
+      case 'fail-entry':
+        this.defer(() =>
+          this.finish(
+            {
+              status: EXIT_GUEST_CRASH,
+              reason: 'internal-error',
+              message: `KVM could not enter the guest on vCPU ${vcpu}: hardware entry failure reason 0x${ev.hardwareEntryFailureReason.toString(16)} (host cpu ${ev.cpu})`,
+            },
+            'crashed',
+          ),
+        );
+        return;
+      case 'system-event':
+        // KVM_SYSTEM_EVENT_SHUTDOWN 1, RESET 2, CRASH 3 (api.rst, kvm_run system_event)
+        if (ev.type === 1) this.requestShutdown(`guest requested power off (KVM system event) on vCPU ${vcpu}`);
+        else if (ev.type === 2) this.requestReset('guest-reset', `guest requested reset (KVM system event) on vCPU ${vcpu}`);
+        else
+          this.defer(() =>
+            this.finish({ status: EXIT_GUEST_CRASH, reason: 'internal-error', message: `guest crash (KVM system event type ${ev.type}) on vCPU ${vcpu}` }, 'crashed'),
+          );
+        return;
+      case 'hlt':
+        return;
+      case 'unknown':
+        this.defer(() =>
+          this.finish({ status: EXIT_GUEST_CRASH, reason: 'internal-error', message: `unexpected KVM exit reason ${ev.exitReason} on vCPU ${vcpu}` }, 'crashed'),
+        );
+        return;
+    }
+  }
+
+  private requestReset(reason: StateReason, detail: string): void {
+    if (this.description.noReboot) {
+      const crashed = reason === 'triple-fault';
+      this.defer(() =>
+        this.finish(
+          {
+            status: crashed ? EXIT_GUEST_CRASH : 0,
+            reason,
+            message: `${detail}; stopped instead of resetting because of --no-reboot`,
+          },
+          crashed ? 'crashed' : 'shutdown',
+        ),
+      );
+      return;
+    }
+    this.defer(() => this.reset(reason, detail));
+  }
+
+  private requestShutdown(detail: string): void {
+    this.defer(() => this.finish({ status: 0, reason: 'guest-shutdown', message: detail }, 'shutdown'));
+  }
+
+  /** Run an action after the current exit handler returns; the first request wins until it has run. */
+  private defer(action: () => Promise<void>): void {
+    if (this.pendingAction !== undefined) return;
+    this.pendingAction = action;
+    setImmediate(() => {
+      const a = this.pendingAction;
+      if (a === undefined) return;
+      a()
+        .catch((err: unknown) => {
+          this.opts.log.error('machine action failed', { error: (err as Error).message });
+          return this.finish({ status: EXIT_VMM_ERROR, reason: 'error', message: (err as Error).message }, 'crashed');
+        })
+        .finally(() => {
+          this.pendingAction = undefined;
+        });
+    });
+  }
+
+  private async finish(exit: MachineExit, to: 'shutdown' | 'crashed'): Promise<void> {
+    if (this.stateValue === 'shutdown' || this.stateValue === 'crashed') return;
+    this.exitInfo = exit;
+    await this.teardown();
+    this.setState(to, exit.reason, exit.message);
+    this.emit('exit', exit);
+  }
+
+  private async teardown(): Promise<void> {
+    try {
+      await this.accel.stop();
+    } finally {
+      for (const d of [...this.devices].reverse()) {
+        if (!d.realized) continue;
+        try {
+          await d.device.unrealize();
+        } catch (err) {
+          this.opts.log.warn(`unrealize of ${d.device.id} failed`, { error: (err as Error).message });
+        }
+        d.realized = false;
+      }
+      for (const c of this.chardevs.values()) c.close();
+      this.chardevs.clear();
+      this.accel.close();
+    }
+  }
+
+  private setState(to: VmState, reason: StateReason, detail: string): void {
+    const from = this.stateValue;
+    if (!VALID_TRANSITIONS[from].includes(to)) throw new VmStateError(`invalid VM state transition ${from} → ${to}`);
+    this.stateValue = to;
+    this.emit('stateChanged', { from, to, reason, detail });
+  }
+
+  private pauseClock(): void {
+    if (this.clockState.pausedAt === undefined) this.clockState.pausedAt = process.hrtime.bigint();
+  }
+
+  private resumeClock(): void {
+    const s = this.clockState;
+    if (s.pausedAt !== undefined) {
+      s.pausedTotal += process.hrtime.bigint() - s.pausedAt;
+      s.pausedAt = undefined;
+    }
+  }
+
+  private deviceContext(log: Logger): DeviceContext {
+    return {
+      pio: this.pio,
+      mmio: this.mmio,
+      memory: this.memory,
+      machine: this.info,
+      fwCfg: this.fwCfg,
+      clock: this.clock,
+      log,
+      irq: (gsi: number): IrqLine => {
+        let line = this.irqLines.get(gsi);
+        if (line === undefined) {
+          line = new IrqLine({ setIrq: (g, level) => this.accel.setIrq(g, level) }, gsi);
+          this.irqLines.set(gsi, line);
+        }
+        return line;
+      },
+      chardev: (id: string) => this.chardevs.get(id),
+      requestReset: (detail: string) => this.requestReset('guest-reset', detail),
+      requestShutdown: (detail: string) => this.requestShutdown(detail),
+      requestExit: (status: number, detail: string) =>
+        this.defer(() => this.finish({ status, reason: 'debug-exit', message: detail }, 'shutdown')),
+    };
+  }
+
+  // --- construction ---------------------------------------------------------------------
+
+  private fillFirmwareConfig(): void {
+    const f = this.fwCfg;
+    f.setU64(FwCfgKey.RAM_SIZE, BigInt(this.layout.ramSize));
+    f.setU16(FwCfgKey.NB_CPUS, this.info.cpus);
+    f.setU16(FwCfgKey.MAX_CPUS, this.info.maxCpus);
+    const cmdline = this.description.append ?? '';
+    f.setU32(FwCfgKey.CMDLINE_SIZE, new TextEncoder().encode(cmdline).length + 1);
+    f.setString(FwCfgKey.CMDLINE_DATA, cmdline);
+    // etc/e820: packed {u64 address, u64 length, u32 type} entries, as QEMU's x86 machines provide.
+    const e820 = new Uint8Array(20 * this.layout.e820.length);
+    const dv = new DataView(e820.buffer);
+    this.layout.e820.forEach((e, i) => {
+      dv.setBigUint64(i * 20, BigInt(e.addr), true);
+      dv.setBigUint64(i * 20 + 8, BigInt(e.size), true);
+      dv.setUint32(i * 20 + 16, e.type, true);
+    });
+    f.addFile('etc/e820', e820);
+    for (const entry of this.description.fwCfg ?? []) {
+      if ('string' in entry) f.addFile(entry.name, new TextEncoder().encode(entry.string));
+      else {
+        let data: Uint8Array;
+        try {
+          data = fs.readFileSync(entry.file);
+        } catch (err) {
+          throw new ConfigError(`fw_cfg file '${entry.name}': cannot read '${entry.file}': ${(err as Error).message}`, { cause: err });
+        }
+        f.addFile(entry.name, data);
+      }
+    }
+  }
+
+  private async createDevices(): Promise<void> {
+    const specs: DeviceSpec[] = this.machineType.boardDevices.map((b) => ({ ...b.props, driver: b.driver, id: b.id }));
+    const serials = this.description.serial ?? ['stdio'];
+    serials.forEach((spec, index) => {
+      const id = `serial${index}`;
+      const chardev = this.opts.chardevFactory(id, spec);
+      if (chardev === undefined) return;
+      this.chardevs.set(id, chardev);
+      specs.push({ driver: 'isa-serial', id, index, chardev: id });
+    });
+    specs.push(...(this.description.devices ?? []));
+
+    const used = new Set<string>();
+    const counters = new Map<string, number>();
+    const created: DeviceEntry[] = [];
+    for (const spec of specs) {
+      const def = await this.deviceType(spec.driver);
+      let id = spec.id;
+      if (id === undefined) {
+        const prefix = def.idPrefix ?? def.name.replace(/[^A-Za-z0-9]/g, '');
+        let n = counters.get(prefix) ?? 0;
+        while (used.has(`${prefix}${n}`)) n++;
+        counters.set(prefix, n + 1);
+        id = `${prefix}${n}`;
+      }
+      if (used.has(id)) throw new ConfigError(`device id '${id}' is used twice`, { hint: 'give each device a unique id=' });
+      used.add(id);
+      const { driver: _driver, id: _id, ...userProps } = spec;
+      const props = { ...(this.machineType.compatProps[def.name] ?? {}), ...userProps };
+      const parsed = parseProperties(def.properties, props, `device '${id}' (${def.name})`);
+      created.push({ device: def.create(id, parsed), driver: def.name, realized: false });
+    }
+    for (const entry of created) {
+      this.devices.push(entry);
+      try {
+        await entry.device.realize(this.deviceContext(this.opts.log.child({ device: entry.device.id })));
+      } catch (err) {
+        if (err instanceof TsvmmError) throw err;
+        throw new ConfigError(`device '${entry.device.id}' (${entry.driver}) failed to start: ${(err as Error).message}`, { cause: err });
+      }
+      entry.realized = true;
+    }
+  }
+
+  private async deviceType(driver: string): Promise<DeviceTypeDefinition> {
+    const reg = this.opts.registry;
+    await reg.ensure('device', driver);
+    const def = reg.definitions<DeviceTypeDefinition>('device').find((d) => d.name === driver);
+    if (def === undefined) {
+      throw new ConfigError(`unknown device type '${driver}'`, { hint: "'tsvmm run --device help' lists the device types" });
+    }
+    return def;
+  }
+
+  private loadKernel(): void {
+    const kernel = this.description.kernel;
+    if (kernel === undefined || this.kernelImage === undefined) return;
+    const spec = {
+      kernel,
+      ...(this.description.append !== undefined ? { append: this.description.append } : {}),
+      ...(this.description.initrd !== undefined ? { initrd: this.description.initrd } : {}),
+    };
+    this.loadedKernel = loadKernel(this.memory, this.layout, spec, this.kernelImage);
+    this.accel.setBootEntry(this.loadedKernel.entry);
+  }
+}
