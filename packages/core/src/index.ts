@@ -1,4 +1,5 @@
 import 'reflect-metadata';
+export * from './container.js';
 export * from './plugin-api.js';
 export * from './plugin-loader.js';
 export * from './errors.js';

@@ -2,8 +2,7 @@ import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { container } from 'tsyringe';
-import { PLUGIN_API_VERSION, PluginError, PluginRegistry, discoverPlugins } from '../src/index.js';
+import { createContainer, PLUGIN_API_VERSION, PluginError, PluginRegistry, discoverPlugins } from '../src/index.js';
 
 interface FakePlugin {
   name: string;
@@ -53,7 +52,7 @@ describe('plugin loader', () => {
   it('imports a plugin only when something it provides is needed', async () => {
     writePlugin(path.join(root, 'node_modules', 'p1'), { name: 'p1', provides: ['alpha'] });
     writePlugin(path.join(root, 'node_modules', 'p2'), { name: 'p2', provides: ['beta'], entry: 'throw new Error("p2 must not load");' });
-    const reg = PluginRegistry.create({ container: container.createChildContainer(), searchFrom: root });
+    const reg = PluginRegistry.create({ container: createContainer(), searchFrom: root });
     expect(reg.provided('device')).to.deep.equal(['alpha', 'beta']);
     expect(await reg.ensure('device', 'alpha')).to.equal(true);
     expect(reg.definitions<{ name: string }>('device').map((d) => d.name)).to.deep.equal(['alpha']);
@@ -62,7 +61,7 @@ describe('plugin loader', () => {
 
   it('refuses a plugin whose api range does not match, naming both versions', () => {
     writePlugin(path.join(root, 'old'), { name: 'old-plugin', api: '^0.3.0' });
-    expect(() => PluginRegistry.create({ container: container.createChildContainer(), paths: [path.join(root, 'old')], noDiscovery: true })).to.throw(
+    expect(() => PluginRegistry.create({ container: createContainer(), paths: [path.join(root, 'old')], noDiscovery: true })).to.throw(
       PluginError,
       new RegExp(`old-plugin@1.2.3 requires tsvmm plugin API \\^0.3.0, but this tsvmm provides plugin API ${PLUGIN_API_VERSION.replace(/\./g, '\\.')}`),
     );
@@ -70,7 +69,7 @@ describe('plugin loader', () => {
 
   it('refuses an invalid manifest, naming the field', () => {
     writePlugin(path.join(root, 'bad'), { name: 'bad', kind: 'toaster' });
-    expect(() => PluginRegistry.create({ container: container.createChildContainer(), paths: [path.join(root, 'bad')], noDiscovery: true })).to.throw(
+    expect(() => PluginRegistry.create({ container: createContainer(), paths: [path.join(root, 'bad')], noDiscovery: true })).to.throw(
       PluginError,
       /invalid "tsvmm" field: kind/,
     );
@@ -79,7 +78,7 @@ describe('plugin loader', () => {
   it('refuses a directory that is not a plugin', () => {
     fs.mkdirSync(path.join(root, 'plain'));
     fs.writeFileSync(path.join(root, 'plain', 'package.json'), '{"name":"plain"}');
-    expect(() => PluginRegistry.create({ container: container.createChildContainer(), paths: [path.join(root, 'plain')], noDiscovery: true })).to.throw(
+    expect(() => PluginRegistry.create({ container: createContainer(), paths: [path.join(root, 'plain')], noDiscovery: true })).to.throw(
       PluginError,
       /has no "tsvmm" field/,
     );
@@ -88,14 +87,14 @@ describe('plugin loader', () => {
   it('refuses two installed plugins providing the same name', () => {
     writePlugin(path.join(root, 'node_modules', 'a'), { name: 'a', provides: ['dup'] });
     writePlugin(path.join(root, 'node_modules', 'b'), { name: 'b', provides: ['dup'] });
-    expect(() => PluginRegistry.create({ container: container.createChildContainer(), searchFrom: root })).to.throw(PluginError, /'dup' is provided by both a and b/);
+    expect(() => PluginRegistry.create({ container: createContainer(), searchFrom: root })).to.throw(PluginError, /'dup' is provided by both a and b/);
   });
 
   it('lets a plugin named by path shadow an installed one, with a warning', async () => {
     writePlugin(path.join(root, 'node_modules', 'a'), { name: 'a', provides: ['dup'] });
     writePlugin(path.join(root, 'mine'), { name: 'mine', provides: ['dup'] });
     const warnings: string[] = [];
-    const reg = PluginRegistry.create({ container: container.createChildContainer(), searchFrom: root, paths: [path.join(root, 'mine')], warn: (w) => warnings.push(w) });
+    const reg = PluginRegistry.create({ container: createContainer(), searchFrom: root, paths: [path.join(root, 'mine')], warn: (w) => warnings.push(w) });
     await reg.ensure('device', 'dup');
     expect(reg.definitions<{ from: string }>('device').map((d) => d.from)).to.deep.equal(['mine']);
     expect(warnings.join()).to.match(/shadowed by mine/);
@@ -103,7 +102,7 @@ describe('plugin loader', () => {
 
   it('reports an entry without a register function', async () => {
     writePlugin(path.join(root, 'noreg'), { name: 'noreg', entry: 'export default 42;' });
-    const reg = PluginRegistry.create({ container: container.createChildContainer(), paths: [path.join(root, 'noreg')], noDiscovery: true });
+    const reg = PluginRegistry.create({ container: createContainer(), paths: [path.join(root, 'noreg')], noDiscovery: true });
     let caught: unknown;
     await reg.ensure('device', 'thing').catch((e: unknown) => (caught = e));
     expect(caught).to.be.instanceOf(PluginError);
@@ -112,7 +111,7 @@ describe('plugin loader', () => {
 
   it('reports a missing entry module with what to do', async () => {
     writePlugin(path.join(root, 'unbuilt'), { name: 'unbuilt', entry: null });
-    const reg = PluginRegistry.create({ container: container.createChildContainer(), paths: [path.join(root, 'unbuilt')], noDiscovery: true });
+    const reg = PluginRegistry.create({ container: createContainer(), paths: [path.join(root, 'unbuilt')], noDiscovery: true });
     let caught: unknown;
     await reg.ensure('device', 'thing').catch((e: unknown) => (caught = e));
     expect((caught as Error).message).to.match(/does not exist.*build the plugin/);

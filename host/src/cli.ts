@@ -1,0 +1,76 @@
+#!/usr/bin/env node
+/**
+ * The tsvmm command line. Subcommands: run (boot a VM in this process),
+ * img (qemu-img-like image tool), nbd (NBD server).
+ */
+import 'reflect-metadata';
+import { Command, CommanderError, Option } from 'commander';
+import { errorCauses, EXIT_VMM_ERROR, TsvmmError } from '@tsvmm/core';
+import { normalizeQemuArgs } from './argv.js';
+import { runVm, type RunOptions } from './run.js';
+
+const collect = (value: string, previous: string[]): string[] => [...previous, value];
+
+function fail(err: unknown): number {
+  const msg = err instanceof TsvmmError ? err.message : errorCauses(err).join(': ');
+  process.stderr.write(`tsvmm: ${msg}\n`);
+  if (process.env['TSVMM_DEBUG'] && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);
+  return EXIT_VMM_ERROR;
+}
+
+export function buildProgram(setStatus: (status: number) => void): Command {
+  const program = new Command('tsvmm')
+    .description('a virtual machine monitor in TypeScript on Linux KVM')
+    .exitOverride()
+    .configureOutput({ outputError: (str, write) => write(`tsvmm: ${str.replace(/^error: /, '')}`) });
+
+  program
+    .command('run')
+    .description('boot a VM in this process (QEMU-like options)')
+    .option('--kernel <file>', 'multiboot kernel or Linux bzImage to boot')
+    .option('--append <cmdline>', 'kernel command line')
+    .option('--initrd <file>', 'Linux initrd, or multiboot modules "file args,file2 args"')
+    .option('-m, --memory <size>', 'RAM size: MiB, or with suffix K/M/G (default 128M)')
+    .option('--smp <n>', 'vCPUs: N or cpus=N,sockets=S,cores=C,threads=T')
+    .option('-M, --machine <type>', "machine type ('help' lists them)")
+    .option('--cpu <model>', 'CPU model')
+    .option('--device <driver[,key=value...]>', "add a device ('help' lists them); repeatable", collect, [])
+    .option('--serial <backend>', 'COM1, COM2... backend: stdio | null | none | file:PATH; repeatable', collect, [])
+    .option('--no-reboot', 'stop instead of resetting when the guest resets or triple-faults')
+    .option('--config <file>', 'JSON machine description (the shape vm/create takes)')
+    .option('--demo', 'boot the built-in demo guest')
+    .option('--fw-cfg <name=NAME,string=S|file=F>', 'add a fw_cfg file; repeatable', collect, [])
+    .option('--plugin <dir>', 'load a plugin package from a directory; repeatable', collect, [])
+    .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error']).default('warn'))
+    .action(async (opts: RunOptions) => {
+      try {
+        setStatus(await runVm(opts));
+      } catch (err) {
+        setStatus(fail(err));
+      }
+    });
+
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let status = 0;
+  const program = buildProgram((s) => {
+    status = s;
+  });
+  try {
+    await program.parseAsync(normalizeQemuArgs(argv), { from: 'user' });
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
+      return EXIT_VMM_ERROR;
+    }
+    return fail(err);
+  }
+  return status;
+}
+
+const status = await main(process.argv.slice(2));
+process.exitCode = status;
+// A finished VM leaves nothing that should keep the process alive; make sure stray handles do not.
+setImmediate(() => process.exit(status));

@@ -1,0 +1,182 @@
+/**
+ * `tsvmm run`: build a machine description from QEMU-like options (or a JSON
+ * config), create the machine on KVM in this process and run it until the
+ * guest powers off, exits through isa-debug-exit, or crashes.
+ *
+ * Exit status: the isa-debug-exit status when the guest uses it (always odd),
+ * 0 on guest power off, EXIT_GUEST_CRASH (4) when the guest crashes, and
+ * EXIT_VMM_ERROR (2) with a one-line reason for bad input or a VMM failure.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import {
+  ConfigError,
+  EXIT_VMM_ERROR,
+  Machine,
+  machineDescriptionSchema,
+  parseKeyValueList,
+  parseProperties,
+  SinkLogger,
+  type DeviceTypeDefinition,
+  type LogLevel,
+  type MachineDescription,
+  type MachineTypeDefinition,
+} from '@tsvmm/core';
+import { createKvmAccelerator } from '@tsvmm/core/kvm';
+import { createPluginRegistry } from './plugins.js';
+
+export interface RunOptions {
+  kernel?: string;
+  append?: string;
+  initrd?: string;
+  memory?: string;
+  smp?: string;
+  machine?: string;
+  cpu?: string;
+  device: string[];
+  serial: string[];
+  reboot: boolean;
+  config?: string;
+  demo?: boolean;
+  fwCfg: string[];
+  plugin: string[];
+  logLevel: LogLevel;
+}
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+/** The demo guest is built from the guest kit by `npm install` (prepare → build:guest). */
+export const DEMO_KERNEL = path.resolve(here, '../../../test/guest/out/demo.elf');
+
+function readConfig(file: string): MachineDescription {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`cannot read config file '${file}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError(`config file '${file}' is not valid JSON: ${(err as Error).message}`);
+  }
+  return parseProperties(machineDescriptionSchema, json, `config file '${file}'`);
+}
+
+/** `--smp 2` or QEMU's `--smp cpus=2,sockets=1,cores=2,threads=1,maxcpus=4` (also `2,cores=2`). */
+export function parseSmp(text: string): MachineDescription['smp'] {
+  const kv = parseKeyValueList(text, 'cpus');
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(kv)) {
+    if (!['cpus', 'sockets', 'cores', 'threads', 'maxcpus'].includes(k)) {
+      throw new ConfigError(`--smp: unknown key '${k}'`, { hint: 'use cpus=, sockets=, cores=, threads=, maxcpus=' });
+    }
+    if (!/^\d+$/.test(v) || Number(v) < 1) throw new ConfigError(`--smp: ${k}=${v} is not a positive number`);
+    out[k] = Number(v);
+  }
+  const { cpus, ...rest } = out;
+  if (cpus === undefined) throw new ConfigError('--smp: the number of CPUs is missing');
+  return Object.keys(rest).length === 0 ? cpus : { cpus, ...rest };
+}
+
+/** `--machine TYPE` or QEMU's `--machine type=TYPE,accel=kvm` / `pc,accel=kvm`. */
+export function parseMachineOption(text: string): string {
+  const kv = parseKeyValueList(text, 'type');
+  for (const [k, v] of Object.entries(kv)) {
+    if (k === 'accel' && v !== 'kvm') throw new ConfigError(`--machine accel=${v}: tsvmm only runs on KVM`);
+    if (k !== 'type' && k !== 'accel') throw new ConfigError(`--machine: unknown key '${k}'`);
+  }
+  if (kv['type'] === undefined) throw new ConfigError('--machine: the machine type is missing');
+  return kv['type'];
+}
+
+export function descriptionFromOptions(o: RunOptions): MachineDescription {
+  const base: MachineDescription = o.config !== undefined ? readConfig(o.config) : {};
+  const desc: MachineDescription = { ...base };
+  if (o.demo) {
+    if (!fs.existsSync(DEMO_KERNEL)) {
+      throw new ConfigError(`the demo guest is not built (${DEMO_KERNEL} is missing)`, {
+        hint: 'run `npm run build:guest`; it needs gcc',
+      });
+    }
+    desc.kernel = DEMO_KERNEL;
+    desc.smp ??= 2;
+    desc.memory ??= '128M';
+  }
+  if (o.kernel !== undefined) desc.kernel = o.kernel;
+  if (o.append !== undefined) desc.append = o.append;
+  if (o.initrd !== undefined) desc.initrd = o.initrd;
+  if (o.memory !== undefined) desc.memory = o.memory;
+  if (o.smp !== undefined) desc.smp = parseSmp(o.smp);
+  if (o.machine !== undefined) desc.machine = parseMachineOption(o.machine);
+  if (o.cpu !== undefined) desc.cpu = o.cpu;
+  if (o.device.length) desc.devices = [...(desc.devices ?? []), ...o.device.map((d) => parseKeyValueList(d, 'driver') as { driver: string })];
+  if (o.serial.length) desc.serial = o.serial;
+  if (!o.reboot) desc.noReboot = true;
+  if (o.plugin.length) desc.plugins = [...(desc.plugins ?? []), ...o.plugin];
+  if (o.fwCfg.length) {
+    desc.fwCfg = [
+      ...(desc.fwCfg ?? []),
+      ...o.fwCfg.map((spec) => {
+        const kv = parseKeyValueList(spec);
+        const name = kv['name'];
+        if (name === undefined) throw new ConfigError(`--fw-cfg '${spec}': name= is missing`);
+        if (kv['string'] !== undefined) return { name, string: kv['string'] };
+        if (kv['file'] !== undefined) return { name, file: kv['file'] };
+        throw new ConfigError(`--fw-cfg '${spec}': give string= or file=`);
+      }),
+    ];
+  }
+  return parseProperties(machineDescriptionSchema, desc, 'machine description');
+}
+
+/** `--device help`, `--machine help`, `--cpu help`: list what the installed plugins provide. */
+export async function printHelpListing(o: RunOptions, out: NodeJS.WritableStream): Promise<boolean> {
+  const registry = createPluginRegistry(o.plugin);
+  if (o.device.includes('help') || o.device.includes('?')) {
+    await registry.loadAll('device');
+    const defs = registry.definitions<DeviceTypeDefinition>('device').sort((a, b) => a.name.localeCompare(b.name));
+    for (const d of defs) out.write(`${d.name.padEnd(20)} bus ${d.bus.padEnd(6)} ${d.hotpluggable ? 'hotplug' : '       '}  ${d.description}\n`);
+    return true;
+  }
+  if (o.machine === 'help' || o.machine === '?') {
+    await registry.loadAll('chipset');
+    for (const m of registry.definitions<MachineTypeDefinition>('chipset')) {
+      const alias = m.aliases.length ? ` (alias of ${m.aliases.join(', ')})` : '';
+      out.write(`${m.name.padEnd(24)} ${m.description}${m.isDefault ? ' (default)' : ''}${alias}\n`);
+    }
+    return true;
+  }
+  return false;
+}
+
+export async function runVm(o: RunOptions): Promise<number> {
+  if (await printHelpListing(o, process.stdout)) return 0;
+  const desc = descriptionFromOptions(o);
+  const log = new SinkLogger((level, msg, fields) => {
+    const extra = Object.keys(fields).length ? ` ${JSON.stringify(fields)}` : '';
+    process.stderr.write(`tsvmm: ${level}: ${msg}${extra}\n`);
+  }, o.logLevel);
+  const registry = createPluginRegistry(desc.plugins ?? [], (m) => log.warn(m));
+  const machine = await Machine.create(desc, { registry, accelerator: createKvmAccelerator(), log });
+  return new Promise<number>((resolve) => {
+    const onSignal = (sig: NodeJS.Signals): void => {
+      process.stderr.write(`tsvmm: terminating on signal ${sig}\n`);
+      machine.shutdown(`terminated by ${sig}`).catch((err: unknown) => {
+        process.stderr.write(`tsvmm: ${(err as Error).message}\n`);
+        resolve(EXIT_VMM_ERROR);
+      });
+    };
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+    machine.on('exit', (exit) => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      if (exit.status !== 0 && exit.reason !== 'debug-exit') process.stderr.write(`tsvmm: ${exit.message}\n`);
+      else log.debug(exit.message);
+      resolve(exit.status);
+    });
+    machine.start();
+  });
+}
