@@ -51,6 +51,8 @@ export interface CheckResult {
   'image-end-offset'?: number;
   'total-clusters'?: number;
   'allocated-clusters'?: number;
+  'fragmented-clusters'?: number;
+  'compressed-clusters'?: number;
   /** human-readable findings, one per problem */
   messages: string[];
 }
