@@ -1,0 +1,47 @@
+/**
+ * The machine description: one JSON shape for `tsvmm run --config FILE`, the
+ * command-line options (which are translated into it) and the RPC `vm/create`.
+ */
+import { z } from 'zod';
+
+export const deviceSpecSchema = z
+  .looseObject({
+    driver: z.string().min(1),
+    id: z.string().regex(/^[A-Za-z][A-Za-z0-9_.-]*$/, { error: 'must start with a letter and use letters, digits, _ . -' }).optional(),
+  })
+  .describe('a device: its driver (type name), optional id, and the driver\'s properties');
+
+export const smpSchema = z.union([
+  z.number().int().min(1),
+  z.strictObject({
+    cpus: z.number().int().min(1),
+    sockets: z.number().int().min(1).optional(),
+    cores: z.number().int().min(1).optional(),
+    threads: z.number().int().min(1).optional(),
+    maxcpus: z.number().int().min(1).optional(),
+  }),
+]);
+
+export const fwCfgEntrySchema = z.union([
+  z.strictObject({ name: z.string().min(1), string: z.string() }),
+  z.strictObject({ name: z.string().min(1), file: z.string().min(1) }),
+]);
+
+export const machineDescriptionSchema = z.strictObject({
+  name: z.string().optional().describe('a name for the VM'),
+  machine: z.string().optional().describe('machine type, e.g. pc-i440fx-rhel7.0.0 (default) or pc'),
+  cpu: z.string().optional().describe('CPU model with optional +feat/-feat modifiers'),
+  smp: smpSchema.optional(),
+  memory: z.union([z.string(), z.number().int().positive()]).optional().describe('RAM size: bytes, or a string such as 128M (bare numbers in strings are MiB)'),
+  kernel: z.string().optional(),
+  append: z.string().optional(),
+  initrd: z.string().optional(),
+  devices: z.array(deviceSpecSchema).optional(),
+  serial: z.array(z.string()).optional().describe('backends for COM1, COM2...: stdio, null, none, file:PATH'),
+  noReboot: z.boolean().optional().describe('stop instead of resetting on a guest reset or triple fault'),
+  fwCfg: z.array(fwCfgEntrySchema).optional(),
+  plugins: z.array(z.string()).optional().describe('plugin package directories to load in addition to installed ones'),
+});
+
+export type DeviceSpec = z.infer<typeof deviceSpecSchema>;
+export type MachineDescription = z.infer<typeof machineDescriptionSchema>;
