@@ -20,6 +20,12 @@ export interface BlockStatusExtent {
   allocated: boolean;
   /** depth in the backing chain the data comes from (0 = this image) */
   depth: number;
+  /**
+   * allocated in the layer at `depth` (qemu-img map's "present"); when
+   * undefined it equals `allocated`. False with depth > 0 means no layer of
+   * the chain has the range and the search ended at that depth.
+   */
+  present?: boolean;
   /** host file offset of the data when it maps 1:1 to a file, else undefined */
   hostOffset?: number;
   /** file holding the data at hostOffset */
@@ -111,6 +117,11 @@ export interface BlockOpenOptions {
   readOnly?: boolean;
   /** format-specific options (e.g. from `-o` or a drive's key=value list) */
   options?: Record<string, string>;
+  /**
+   * opened by `img check -r`: the driver may open an image it would refuse
+   * otherwise (marked corrupt, dirty) and must not repair it on its own
+   */
+  check?: boolean;
   /** used by formats with backing files: opens another image through the registry */
   openBacking?: (filename: string, format: string | undefined, readOnly: boolean) => Promise<BlockDevice>;
 }

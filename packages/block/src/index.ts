@@ -1,1 +1,12 @@
 export * from './driver.js';
+export * from './errors.js';
+export * from './image-file.js';
+export * from './lru-cache.js';
+export * from './read-modify-write.js';
+export * from './registry.js';
+export * from './size.js';
+export * from './zero.js';
+export * from './request.js';
+export * from './rw-lock.js';
+export { blockNative, type BlockNativeBinding } from './native.js';
+export { runImg, compareDevices, copyImage, collectMap, type ImgIo, type ImgOutput } from './img/index.js';

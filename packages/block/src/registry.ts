@@ -20,6 +20,8 @@ export interface OpenImageOptions {
   format?: string;
   readOnly?: boolean;
   options?: Record<string, string>;
+  /** open for `img check -r` (see BlockOpenOptions.check) */
+  check?: boolean;
 }
 
 /** Deepest backing chain we follow; qemu has no fixed limit, but 256 levels is already pathological. */
@@ -153,6 +155,7 @@ export class BlockDriverRegistry {
       filename,
       readOnly: opts.readOnly ?? false,
       options: opts.options ?? {},
+      ...(opts.check ? { check: true } : {}),
       openBacking: (backing, backingFormat, readOnly) =>
         this.openInChain(
           resolveBackingFilename(filename, backing),

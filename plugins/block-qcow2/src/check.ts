@@ -19,7 +19,6 @@ import {
   HI_COMPRESSED,
   HI_COPIED,
   INCOMPAT_CORRUPT,
-  LO_ZERO,
   MAX_REFTABLE_BYTES,
   readU64,
   setRefcountEntry,
@@ -121,7 +120,7 @@ async function countReferences(dev: Qcow2Device, fileSize: number): Promise<Tall
           corrupt(`ERROR offset=${hex(host)}: Cluster is not properly aligned; L2 entry for guest offset ${guest} corrupted`);
           continue;
         }
-        if (active && !(elo & LO_ZERO)) {
+        if (active) {
           t.allocatedGuestClusters++;
           if (lastHost >= 0 && host !== lastHost + cs) t.fragmentedGuestClusters++;
           lastHost = host;

@@ -178,6 +178,7 @@ export class Qcow2Device implements BlockDevice, RefcountHost {
 
   static async open(opts: BlockOpenOptions, extras: Qcow2OpenExtras = {}): Promise<Qcow2Device> {
     const readOnly = opts.readOnly ?? false;
+    if (opts.check) extras = { ...extras, forRepair: true };
     const file = await ImageFile.open(opts.filename, { readOnly });
     let backing: BlockDevice | undefined;
     try {
@@ -448,7 +449,8 @@ export class Qcow2Device implements BlockDevice, RefcountHost {
         const l2 = v.getUint32(l2i * 8 + 4);
         const next = await this.classify(h2, l2, ci + (l2i - (ci % this.l2Entries)));
         if (next.kind !== first.kind || next.copied !== first.copied) break;
-        if (first.kind === ClusterKind.Normal && next.host !== expectHost) break;
+        // runs with host clusters must stay contiguous on the host; hostless zero runs must stay hostless
+        if (first.host !== 0 ? next.host !== expectHost : next.host !== 0) break;
         expectHost += cs;
         length += cs;
       }
@@ -918,19 +920,23 @@ export class Qcow2Device implements BlockDevice, RefcountHost {
         case ClusterKind.Compressed:
           return { ...base, data: true, zero: false, allocated: true, depth: 0 };
         case ClusterKind.Zero:
-          return { ...base, data: false, zero: true, allocated: true, depth: 0 };
+          // a preallocated zero cluster still maps to its host cluster (qemu-img map shows it)
+          return run.host !== 0
+            ? { ...base, data: false, zero: true, allocated: true, depth: 0, hostOffset: run.host, hostFile: this.filename }
+            : { ...base, data: false, zero: true, allocated: true, depth: 0 };
         case ClusterKind.Unallocated: {
           const b = this.backing;
-          if (!b || offset >= b.size) return { ...base, data: false, zero: true, allocated: false, depth: 0 };
+          if (!b) return { ...base, data: false, zero: true, allocated: false, depth: 0 };
+          if (offset >= b.size) return { ...base, data: false, zero: true, allocated: false, depth: 1, present: false };
           const s = await b.blockStatus(offset, Math.min(run.length, b.size - offset));
-          const present = s.allocated || s.depth > 0;
           return {
             offset,
             length: s.length,
             data: s.data,
             zero: s.zero,
             allocated: false,
-            depth: present ? s.depth + 1 : 0,
+            depth: s.depth + 1,
+            present: s.present ?? s.allocated,
             ...(s.hostOffset !== undefined ? { hostOffset: s.hostOffset } : {}),
             ...(s.hostFile !== undefined ? { hostFile: s.hostFile } : {}),
           };
@@ -975,9 +981,17 @@ export class Qcow2Device implements BlockDevice, RefcountHost {
   async check(opts: { repair?: 'leaks' | 'all' }): Promise<CheckResult> {
     if (opts.repair) this.assertWritableForRepair();
     const { checkImage } = await import('./check.js');
+    const dirty = (this.header.incompatible_features & INCOMPAT_DIRTY) !== 0n;
+    // refcounts of a dirty image may be too low as well as too high: repair everything (as qemu does)
+    const repair = opts.repair && dirty && !this.lazyDirty ? 'all' : opts.repair;
     return this.lock.withExclusive(async () => {
       if (this.writable) await this.writeback();
-      return checkImage(this, opts);
+      const r = await checkImage(this, repair ? { repair } : {});
+      if (repair && dirty && !this.lazyDirty && r.corruptions === 0) {
+        this.header.incompatible_features &= ~INCOMPAT_DIRTY;
+        await this.writeFeatureWords();
+      }
+      return r;
     });
   }
 
