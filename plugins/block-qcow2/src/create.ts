@@ -79,8 +79,9 @@ export async function createQcow2(opts: BlockCreateOptions): Promise<void> {
   if (o['backing_file'] !== undefined && prealloc !== 'off') {
     throw new BlockOptionError('preallocation', 'is not supported together with a backing file');
   }
-  const size = opts.size;
-  if (!Number.isSafeInteger(size) || size < 0) throw new BlockOptionError('size', `${size} is not a valid size`);
+  if (!Number.isSafeInteger(opts.size) || opts.size < 0) throw new BlockOptionError('size', `${opts.size} is not a valid size`);
+  // qemu keeps qcow2 sizes in whole 512-byte sectors (qemu-img create rounds up too)
+  const size = Math.ceil(opts.size / 512) * 512;
 
   const l2Entries = cs / 8;
   const l1Size = Math.ceil(size / (cs * l2Entries));

@@ -24,6 +24,7 @@
 import {
   AsyncRwLock,
   BlockFormatError,
+  BlockOptionError,
   BlockReadOnlyError,
   BlockUnsupportedError,
   ImageFile,
@@ -1030,8 +1031,9 @@ export class Qcow2Device implements BlockDevice, RefcountHost {
 
   async resize(newSize: number): Promise<void> {
     this.assertWritable();
-    if (!Number.isSafeInteger(newSize) || newSize < 0) {
-      throw new BlockFormatError(this.filename, 'resize', `${newSize} is not a valid size`);
+    if (!Number.isSafeInteger(newSize) || newSize < 0 || newSize % 512 !== 0) {
+      // qemu keeps qcow2 sizes in whole sectors and reads the size field that way
+      throw new BlockOptionError('size', `${newSize} is not a valid qcow2 size: it must be a multiple of 512 bytes`);
     }
     await this.lock.withExclusive(async () => {
       const cs = this.clusterSize;
