@@ -35,22 +35,6 @@ let linuxInitrd = '';
 const MODULE_SIZE = 5000;
 const INITRD_SIZE = 10000;
 
-before(function () {
-  this.timeout(120_000);
-  buildGuests();
-  scratch = mkdtempSync(path.join(os.tmpdir(), 'tsvmm-guest-'));
-  // The multiboot guest checks the file name and byte[i] = (i * 31 + 7) & 0xff.
-  multibootModule = path.join(scratch, 'multiboot-module.bin');
-  writeFileSync(multibootModule, Uint8Array.from({ length: MODULE_SIZE }, (_, i) => (i * 31 + 7) & 0xff));
-  // The bzImage payload checks byte[i] = (i * 13 + 5) & 0xff.
-  linuxInitrd = path.join(scratch, 'initrd.bin');
-  writeFileSync(linuxInitrd, Uint8Array.from({ length: INITRD_SIZE }, (_, i) => (i * 13 + 5) & 0xff));
-});
-
-after(() => {
-  if (scratch) rmSync(scratch, { recursive: true, force: true });
-});
-
 function expectStatus(run: GuestRun, status: number | NodeJS.Signals, what: string): void {
   expect(run.status, `${what}\n${describeRun(run)}`).to.equal(status);
 }
@@ -315,5 +299,24 @@ function guestSuite(vmm: Vmm): void {
   });
 }
 
-guestSuite('tsvmm');
-guestSuite('qemu');
+describe('guest tests', () => {
+  // Inside a suite, so a missing compiler fails the guest tests only.
+  before(function () {
+    this.timeout(120_000);
+    buildGuests();
+    scratch = mkdtempSync(path.join(os.tmpdir(), 'tsvmm-guest-'));
+    // The multiboot guest checks the file name and byte[i] = (i * 31 + 7) & 0xff.
+    multibootModule = path.join(scratch, 'multiboot-module.bin');
+    writeFileSync(multibootModule, Uint8Array.from({ length: MODULE_SIZE }, (_, i) => (i * 31 + 7) & 0xff));
+    // The bzImage payload checks byte[i] = (i * 13 + 5) & 0xff.
+    linuxInitrd = path.join(scratch, 'initrd.bin');
+    writeFileSync(linuxInitrd, Uint8Array.from({ length: INITRD_SIZE }, (_, i) => (i * 13 + 5) & 0xff));
+  });
+
+  after(() => {
+    if (scratch) rmSync(scratch, { recursive: true, force: true });
+  });
+
+  guestSuite('tsvmm');
+  guestSuite('qemu');
+});
