@@ -276,10 +276,20 @@ async function checkCopiedFlags(dev: Qcow2Device, fix: boolean): Promise<{ error
   const rc = dev.refcounts;
   const res = { errors: 0, fixed: 0, messages: [] as string[] };
   const fileClusters = Math.ceil((await dev.file.size()) / cs);
+  // refcounts held in a broken refcount block are unknown; that block was reported already
+  const refcount = async (cluster: number): Promise<number | undefined> => {
+    try {
+      return await rc.get(cluster);
+    } catch (e) {
+      if (e instanceof BlockFormatError) return undefined;
+      throw e;
+    }
+  };
   for (const { l1i, offset } of dev.activeL2Tables()) {
     if (offset % cs !== 0 || offset / cs >= fileClusters) continue;
     const l1 = dev.l1Raw(l1i);
-    const l2ref = await rc.get(offset / cs);
+    const l2ref = await refcount(offset / cs);
+    if (l2ref === undefined) continue;
     if ((l2ref === 1) !== ((l1.hi & HI_COPIED) !== 0)) {
       res.errors++;
       res.messages.push(`ERROR OFLAG_COPIED L2 cluster: l1_index=${l1i} l1_entry=${hex(offset)} refcount=${l2ref}`);
@@ -298,7 +308,8 @@ async function checkCopiedFlags(dev: Qcow2Device, fix: boolean): Promise<{ error
       if (hi & HI_COMPRESSED) continue;
       const host = entryOffset(hi, lo);
       if (host === 0 || host % cs !== 0 || host / cs >= fileClusters) continue;
-      const r = await rc.get(host / cs);
+      const r = await refcount(host / cs);
+      if (r === undefined) continue;
       if ((r === 1) !== ((hi & HI_COPIED) !== 0)) {
         res.errors++;
         res.messages.push(`ERROR OFLAG_COPIED data cluster: l2_entry=${hex(host)} refcount=${r}`);
