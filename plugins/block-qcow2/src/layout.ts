@@ -320,6 +320,15 @@ export function serializeHeader(filename: string, h: Qcow2Header): Uint8Array {
   }
   const backingOffset = backing ? len : 0;
   const total = len + (backing?.length ?? 0);
+  if (total > cs && h.featureNames.length > 0) {
+    // the feature name table is optional: small clusters drop it before failing
+    const copy = { ...h, featureNames: [] };
+    const out = serializeHeader(filename, copy);
+    h.backing_file_offset = copy.backing_file_offset;
+    h.backing_file_size = copy.backing_file_size;
+    h.header_length = copy.header_length;
+    return out;
+  }
   if (total > cs) {
     throw new BlockFormatError(filename, 'header', `header, extensions and backing file name need ${total} bytes but a cluster holds ${cs}`, 'use a shorter backing file name or a larger cluster_size');
   }

@@ -216,7 +216,17 @@ export class Qcow2Device implements BlockDevice, RefcountHost {
         if (!opts.openBacking) {
           throw new BlockFormatError(opts.filename, 'backing file', `names '${header.backingFile}' but no way to open it was given`);
         }
-        backing = await opts.openBacking(header.backingFile, header.backingFormat, true);
+        try {
+          backing = await opts.openBacking(header.backingFile, header.backingFormat, true);
+        } catch (e) {
+          if (e instanceof BlockFormatError && e.structure === 'backing chain') throw e;
+          throw new BlockFormatError(
+            opts.filename,
+            'backing file',
+            `cannot open '${header.backingFile}'${header.backingFormat ? ` (format ${header.backingFormat})` : ''}: ${e instanceof Error ? e.message : String(e)}`,
+            'fix the name with `tsvmm img rebase -u -b FILE`',
+          );
+        }
       }
       const dev = new Qcow2Device(file, header, !readOnly, backing, l1, reftable, fileSize, opts.options ?? {});
       if (!readOnly) await dev.prepareForWriting(extras);
