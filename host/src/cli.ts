@@ -8,6 +8,9 @@ import { Command, CommanderError, Option } from 'commander';
 import { errorCauses, EXIT_VMM_ERROR, TsvmmError } from '@tsvmm/core';
 import { normalizeQemuArgs } from './argv.js';
 import { runVm, type RunOptions } from './run.js';
+import { serveCommand } from './server/serve-cmd.js';
+import { ctlCommand } from './ctl.js';
+import { protocolCommand } from './protocol-cmd.js';
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
 
@@ -50,6 +53,9 @@ export function buildProgram(setStatus: (status: number) => void): Command {
       }
     });
 
+  program.addCommand(serveCommand(setStatus));
+  program.addCommand(ctlCommand(setStatus));
+  program.addCommand(protocolCommand());
   return program;
 }
 

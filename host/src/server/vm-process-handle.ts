@@ -1,0 +1,257 @@
+/**
+ * The server's side of one VM process (ARCHITECTURE.md "Runtime model": one
+ * VM = one OS process). Forks host/src/vm-process/main.js with an IPC
+ * channel, speaks the private channel over it, mirrors the VM's state, and
+ * turns an unexpected process end into a `crashed` state with reason
+ * `killed` (a signal) or `vmm-crashed` (an exit without a report).
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import * as path from 'node:path';
+import * as readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { ErrorCodes, type MachineDescription, type StateReason, type VmState, type VmStatus } from '@tsvmm/protocol';
+import { ResponseError, type CancellationToken, type MessageConnection, type RequestType, type RequestType0 } from 'vscode-jsonrpc';
+import { createMessageConnection, IPCMessageReader, IPCMessageWriter } from 'vscode-jsonrpc/node.js';
+import {
+  ChildConsoleOutput,
+  ChildCreate,
+  ChildLog,
+  ChildProgress,
+  ChildStateChanged,
+  ChildStatus,
+  type VmProcessStatus,
+} from '../vm-process/channel.js';
+import { ProtocolError } from './errors.js';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const VM_PROCESS_MAIN = path.resolve(here, '../vm-process/main.js');
+/** How long a VM process may take to end after its channel closed before it is killed. */
+const EXIT_GRACE_MS = 5000;
+
+export interface VmStateChangeEvent {
+  from: VmState;
+  to: VmState;
+  reason: StateReason;
+  detail: string;
+  exitStatus?: number;
+  signal?: string;
+}
+
+export interface VmLogEvent {
+  level: 'trace' | 'debug' | 'info' | 'warn' | 'error';
+  message: string;
+  causes?: string[];
+  fields?: Record<string, unknown>;
+}
+
+export interface VmProcessEvents {
+  stateChanged: [VmStateChangeEvent];
+  consoleOutput: [{ port: string; data: string }];
+  log: [VmLogEvent];
+  progress: [{ message: string; percentage: number }];
+  exited: [];
+}
+
+export interface VmProcessOptions {
+  vmId: string;
+  env?: NodeJS.ProcessEnv;
+  /** the process's stderr/stdout lines */
+  onOutputLine?: (line: string) => void;
+}
+
+function isTerminal(state: VmState): boolean {
+  return state === 'shutdown' || state === 'crashed';
+}
+
+export class VmProcessHandle extends EventEmitter<VmProcessEvents> {
+  readonly vmId: string;
+  readonly createdAt = Date.now();
+  private readonly child: ChildProcess;
+  private readonly conn: MessageConnection;
+  private inFlight = 0;
+  private ended = false;
+  private destroying = false;
+  private readonly endedPromise: Promise<void>;
+  state: VmState = 'created';
+  reason: StateReason | undefined;
+  detail: string | undefined;
+  exitStatus: number | undefined;
+  name: string | undefined;
+  /** the last full status the process reported */
+  private lastStatus: VmProcessStatus | undefined;
+
+  constructor(opts: VmProcessOptions) {
+    super();
+    this.vmId = opts.vmId;
+    this.child = fork(VM_PROCESS_MAIN, [], {
+      // stdout is piped, never inherited: over --stdio the server's stdout is the protocol.
+      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+      env: opts.env ?? process.env,
+      serialization: 'json',
+    });
+    const onLine = opts.onOutputLine ?? (() => undefined);
+    for (const stream of [this.child.stdout, this.child.stderr]) {
+      if (stream) readline.createInterface({ input: stream }).on('line', onLine);
+    }
+    this.conn = createMessageConnection(new IPCMessageReader(this.child), new IPCMessageWriter(this.child));
+    this.conn.onNotification(ChildStateChanged, (c) => this.applyState(c));
+    this.conn.onNotification(ChildConsoleOutput, (o) => this.emit('consoleOutput', o));
+    this.conn.onNotification(ChildLog, (l) => this.emit('log', l));
+    this.conn.onNotification(ChildProgress, (p) => this.emit('progress', p));
+    // The channel breaking is reported through the process 'exit' below; nothing to add here.
+    this.conn.onError(() => undefined);
+    this.conn.listen();
+    this.endedPromise = new Promise((resolve) => {
+      this.child.once('exit', (code, signal) => {
+        this.onExit(code, signal);
+        resolve();
+      });
+    });
+    this.child.once('error', (err) => {
+      this.emit('log', { level: 'error', message: `VM process ${this.vmId}: ${err.message}` });
+    });
+  }
+
+  get pid(): number | undefined {
+    return this.ended ? undefined : this.child.pid;
+  }
+
+  get alive(): boolean {
+    return !this.ended;
+  }
+
+  async create(description: MachineDescription, token?: CancellationToken): Promise<VmProcessStatus> {
+    this.name = description.name;
+    const cancel = token?.onCancellationRequested(() => this.kill('SIGKILL'));
+    try {
+      const status = await this.request(ChildCreate, { description });
+      this.lastStatus = status;
+      this.state = status.state;
+      this.reason = 'created';
+      return status;
+    } catch (err) {
+      if (token?.isCancellationRequested) {
+        throw new ResponseError(ErrorCodes.RequestCancelled, 'vm/create was cancelled; the VM process was killed', {
+          causes: ['vm/create was cancelled'],
+        });
+      }
+      throw err;
+    } finally {
+      cancel?.dispose();
+    }
+  }
+
+  async status(): Promise<VmStatus> {
+    if (!this.ended && !isTerminal(this.state)) {
+      try {
+        this.lastStatus = await this.request(ChildStatus);
+      } catch (err) {
+        if (this.ended) return this.cachedStatus();
+        throw err;
+      }
+    }
+    return this.cachedStatus();
+  }
+
+  cachedStatus(): VmStatus {
+    const s = this.lastStatus;
+    const pid = this.pid;
+    return {
+      vmId: this.vmId,
+      ...(this.name !== undefined ? { name: this.name } : {}),
+      state: this.state,
+      ...(this.reason !== undefined ? { reason: this.reason } : {}),
+      ...(this.detail !== undefined ? { detail: this.detail } : {}),
+      ...(pid !== undefined ? { pid } : {}),
+      ...(s !== undefined
+        ? { machineType: s.machineType, vcpus: s.vcpus, memory: s.memory, devices: s.devices, ...(s.kernel !== undefined ? { kernel: s.kernel } : {}) }
+        : {}),
+      uptimeMs: Date.now() - this.createdAt,
+      ...(this.exitStatus !== undefined ? { exitStatus: this.exitStatus } : {}),
+    };
+  }
+
+  /** Send a request over the private channel; a dead process becomes VmProcessFailed. */
+  async request<R>(type: RequestType0<R, unknown>): Promise<R>;
+  async request<P, R>(type: RequestType<P, R, unknown>, params: P): Promise<R>;
+  async request<P, R>(type: RequestType0<R, unknown> | RequestType<P, R, unknown>, params?: P): Promise<R> {
+    if (this.ended) {
+      throw new ProtocolError(ErrorCodes.InvalidVmState, `VM ${this.vmId} is ${this.state}: its process has ended`, { state: this.state });
+    }
+    this.inFlight++;
+    try {
+      const pending =
+        params === undefined ? this.conn.sendRequest(type as RequestType0<R, unknown>) : this.conn.sendRequest(type as RequestType<P, R, unknown>, params);
+      // A process that dies never answers: race the answer against the exit.
+      return await Promise.race([
+        pending,
+        this.endedPromise.then(() => {
+          throw new ProtocolError(
+            ErrorCodes.VmProcessFailed,
+            `the process of VM ${this.vmId} ended while handling ${type.method.replace('vmp/', '')} (${this.detail ?? 'no reason given'})`,
+          );
+        }),
+      ]);
+    } catch (err) {
+      if (err instanceof ResponseError || err instanceof ProtocolError) throw err;
+      throw new ProtocolError(ErrorCodes.VmProcessFailed, `the process of VM ${this.vmId} did not answer: ${err instanceof Error ? err.message : String(err)}`, {}, { cause: err });
+    } finally {
+      this.inFlight--;
+      this.maybeRelease();
+    }
+  }
+
+  private applyState(c: VmStateChangeEvent): void {
+    this.state = c.to;
+    this.reason = c.reason;
+    this.detail = c.detail;
+    if (c.exitStatus !== undefined) this.exitStatus = c.exitStatus;
+    if (this.lastStatus !== undefined) this.lastStatus = { ...this.lastStatus, state: c.to };
+    this.emit('stateChanged', c);
+    this.maybeRelease();
+  }
+
+  /** A finished VM's process is released once no request is in flight: closing the channel ends it. */
+  private maybeRelease(): void {
+    if (isTerminal(this.state) && this.inFlight === 0 && !this.ended && this.child.connected) this.release();
+  }
+
+  private release(): void {
+    if (this.child.connected) this.child.disconnect();
+    const timer = setTimeout(() => this.kill('SIGKILL'), EXIT_GRACE_MS);
+    timer.unref();
+    void this.endedPromise.then(() => clearTimeout(timer));
+  }
+
+  kill(signal: NodeJS.Signals): void {
+    if (!this.ended) this.child.kill(signal);
+  }
+
+  /** End the process (powering the VM off first if it runs) and wait for it. */
+  async destroy(): Promise<void> {
+    if (this.ended) return;
+    this.destroying = true;
+    this.release();
+    await this.endedPromise;
+  }
+
+  whenEnded(): Promise<void> {
+    return this.endedPromise;
+  }
+
+  private onExit(code: number | null, signal: NodeJS.Signals | null): void {
+    this.ended = true;
+    this.conn.dispose();
+    if (!isTerminal(this.state) && this.destroying) {
+      this.applyState({ from: this.state, to: 'shutdown', reason: 'host-request', detail: 'destroyed by request' });
+    } else if (!isTerminal(this.state)) {
+      const from = this.state;
+      const reason: StateReason = signal !== null ? 'killed' : 'vmm-crashed';
+      const detail =
+        signal !== null ? `the VM process was killed by ${signal}` : `the VM process exited with status ${code ?? '?'} without reporting why`;
+      this.applyState({ from, to: 'crashed', reason, detail, ...(signal !== null ? { signal } : {}) });
+    }
+    this.emit('exited');
+  }
+}

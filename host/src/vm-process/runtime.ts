@@ -1,0 +1,266 @@
+/**
+ * The VM process runtime: hosts one Machine and answers the server over the
+ * private channel (channel.ts). Everything the guest prints to an `rpc`
+ * serial port and every state change is pushed to the server as it happens.
+ *
+ * The process lives as long as the server keeps the channel open: the server
+ * disconnects once the VM has reached shutdown/crashed and no request is in
+ * flight; if the server dies, the disconnect tears the VM down too, so a VM
+ * never outlives the server that supervised it.
+ */
+import {
+  ConfigError,
+  createChardev,
+  errorCauses,
+  Machine,
+  parseProperties,
+  SinkLogger,
+  VmStateError,
+  type Accelerator,
+  type Chardev,
+  type DeviceTypeDefinition,
+  type LogLevel,
+  type PluginRegistry,
+} from '@tsvmm/core';
+import { ErrorCodes, machineDescriptionSchema, type DeviceInfo, type DeviceSpec, type MachineDescription } from '@tsvmm/protocol';
+import type { MessageConnection } from 'vscode-jsonrpc';
+import { createPluginRegistry } from '../plugins.js';
+import { ProtocolError, toResponseError } from '../server/errors.js';
+import {
+  ChildConsoleOutput,
+  ChildConsoleWrite,
+  ChildCreate,
+  ChildDeviceAdd,
+  ChildDeviceRemove,
+  ChildLog,
+  ChildPause,
+  ChildProgress,
+  ChildReset,
+  ChildResume,
+  ChildShutdown,
+  ChildStart,
+  ChildStateChanged,
+  ChildStatus,
+  type VmProcessStatus,
+} from './channel.js';
+import { RpcConsoleChardev } from './rpc-chardev.js';
+
+export interface VmRuntimeOptions {
+  connection: MessageConnection;
+  loadAccelerator: () => Promise<Accelerator>;
+  /** where the process's own log lines go (stderr) */
+  logLine: (line: string) => void;
+  logLevel?: LogLevel;
+}
+
+export class VmRuntime {
+  private machine: Machine | undefined;
+  private registry: PluginRegistry | undefined;
+  private readonly consoles = new Map<string, RpcConsoleChardev>();
+  private readonly conn: MessageConnection;
+  private readonly log: SinkLogger;
+
+  constructor(private readonly opts: VmRuntimeOptions) {
+    this.conn = opts.connection;
+    this.log = new SinkLogger((level, message, fields) => {
+      const causes = Array.isArray(fields['causes']) ? (fields['causes'] as unknown[]).map(String) : undefined;
+      // The VM process logs what it sends: the server's clients and the process's stderr see the same record.
+      opts.logLine(`${level}: ${message}${Object.keys(fields).length ? ` ${JSON.stringify(fields)}` : ''}`);
+      void this.conn.sendNotification(ChildLog, { level, message, fields, ...(causes ? { causes } : {}) }).catch(() => undefined);
+    }, opts.logLevel ?? 'info');
+    this.register();
+  }
+
+  private register(): void {
+    const c = this.conn;
+    const guard =
+      <P, R>(fn: (p: P) => Promise<R> | R) =>
+      async (p: P): Promise<R> => {
+        try {
+          return await fn(p);
+        } catch (err) {
+          if (err instanceof VmStateError) {
+            const state = this.machine?.state ?? 'created';
+            throw toResponseError(new ProtocolError(ErrorCodes.InvalidVmState, err.message, { code: err.code, state }));
+          }
+          if (!(err instanceof ProtocolError)) {
+            this.log.error(err instanceof Error ? err.message : String(err), { causes: errorCauses(err) });
+          }
+          throw toResponseError(err);
+        }
+      };
+    c.onRequest(ChildCreate, guard((p: { description: MachineDescription }) => this.create(p.description)));
+    c.onRequest(ChildStart, guard(() => {
+      this.requireMachine().start();
+      return { state: this.requireMachine().state };
+    }));
+    c.onRequest(ChildPause, guard(async () => {
+      await this.requireMachine().pause();
+      return { state: this.requireMachine().state };
+    }));
+    c.onRequest(ChildResume, guard(() => {
+      this.requireMachine().resume();
+      return { state: this.requireMachine().state };
+    }));
+    c.onRequest(ChildReset, guard(async () => {
+      await this.requireMachine().reset('host-request', 'reset by request');
+      return { state: this.requireMachine().state };
+    }));
+    c.onRequest(ChildShutdown, guard(async () => {
+      const m = this.requireMachine();
+      if (m.state === 'shutdown' || m.state === 'crashed') throw new VmStateError(`the VM is already ${m.state}`);
+      await m.shutdown('shut down by request');
+      return { state: m.state };
+    }));
+    c.onRequest(ChildStatus, guard(() => this.status()));
+    c.onRequest(ChildDeviceAdd, guard((p: { device: DeviceSpec }) => this.deviceAdd(p.device)));
+    c.onRequest(ChildDeviceRemove, guard((p: { id: string }) => this.deviceRemove(p.id)));
+    c.onRequest(ChildConsoleWrite, guard((p: { port: string; data: string }) => this.consoleWrite(p.port, p.data)));
+  }
+
+  private requireMachine(): Machine {
+    if (this.machine === undefined) throw new VmStateError('the VM has not been created yet');
+    return this.machine;
+  }
+
+  private progress(message: string, percentage: number): void {
+    void this.conn.sendNotification(ChildProgress, { message, percentage }).catch(() => undefined);
+  }
+
+  private async create(input: MachineDescription): Promise<VmProcessStatus> {
+    if (this.machine !== undefined) throw new VmStateError('this VM process already hosts a VM');
+    const description = parseProperties(machineDescriptionSchema, input, 'machine description');
+    this.progress('loading plugins', 10);
+    this.registry = createPluginRegistry(description.plugins ?? [], (m) => this.log.warn(m));
+    this.progress('opening the accelerator', 30);
+    const accelerator = await this.opts.loadAccelerator();
+    this.progress('building the machine', 50);
+    const machine = await Machine.create(
+      { ...description, serial: description.serial ?? ['rpc'] },
+      {
+        registry: this.registry,
+        accelerator,
+        log: this.log,
+        chardevFactory: (id, spec) => this.chardev(id, spec),
+      },
+    );
+    this.machine = machine;
+    machine.on('stateChanged', (change) => {
+      const exit = machine.exitResult;
+      const terminal = change.to === 'shutdown' || change.to === 'crashed';
+      if (terminal) for (const c of this.consoles.values()) c.flush();
+      void this.conn
+        .sendNotification(ChildStateChanged, { ...change, ...(terminal && exit !== undefined ? { exitStatus: exit.status } : {}) })
+        .catch(() => undefined);
+    });
+    this.progress('machine ready', 100);
+    return this.status();
+  }
+
+  /** Serial backends in a VM process: `rpc` (the default; `stdio` means the same here) or core's null/none/file. */
+  private chardev(id: string, spec: string): Chardev | undefined {
+    if (spec === 'rpc' || spec === 'stdio') {
+      const c = new RpcConsoleChardev(id, (port, data) => {
+        void this.conn.sendNotification(ChildConsoleOutput, { port, data: Buffer.from(data).toString('base64') }).catch(() => undefined);
+      });
+      this.consoles.set(id, c);
+      return c;
+    }
+    return createChardev(id, spec);
+  }
+
+  private status(): VmProcessStatus {
+    const m = this.requireMachine();
+    const exit = m.exitResult;
+    return {
+      state: m.state,
+      machineType: m.machineType.name,
+      vcpus: m.info.cpus,
+      memory: { bytes: m.layout.ramSize, belowFourGiB: m.layout.belowFourGiB, aboveFourGiB: m.layout.aboveFourGiB },
+      devices: m.listDevices(),
+      uptimeMs: m.uptimeMs,
+      ...(m.kernelSummary !== undefined ? { kernel: m.kernelSummary } : {}),
+      ports: [...this.consoles.keys()],
+      ...(exit !== undefined ? { exitStatus: exit.status, reason: exit.reason, detail: exit.message } : {}),
+    };
+  }
+
+  private requireLive(): Machine {
+    const m = this.requireMachine();
+    if (m.state === 'shutdown' || m.state === 'crashed') throw new VmStateError(`the VM is ${m.state}`);
+    return m;
+  }
+
+  private async deviceAdd(spec: DeviceSpec): Promise<DeviceInfo> {
+    const m = this.requireLive();
+    const registry = this.registry;
+    if (registry === undefined) throw new VmStateError('the VM has not been created yet');
+    await registry.ensure('device', spec.driver);
+    const def = registry.definitions<DeviceTypeDefinition>('device').find((d) => d.name === spec.driver);
+    if (def === undefined) {
+      throw new ConfigError(`unknown device type '${spec.driver}'`, { hint: 'the initialize result lists the installed device types' });
+    }
+    const id = spec.id;
+    if (id !== undefined && m.listDevices().some((d) => d.id === id)) {
+      throw new ConfigError(`device id '${id}' is already used in this VM`, { hint: 'choose another id' });
+    }
+    const { driver: _driver, id: _id, ...props } = spec;
+    parseProperties(def.properties, { ...(m.machineType.compatProps[def.name] ?? {}), ...props }, `device '${id ?? def.name}' (${def.name})`);
+    throw new ProtocolError(ErrorCodes.HotplugUnsupported, `cannot hot-plug device type '${def.name}': ${hotplugReason(def)}`, {
+      reason: hotplugReason(def),
+    });
+  }
+
+  private async deviceRemove(id: string): Promise<{ id: string }> {
+    const m = this.requireLive();
+    const dev = m.listDevices().find((d) => d.id === id);
+    if (dev === undefined) {
+      throw new ProtocolError(ErrorCodes.DeviceNotFound, `no device '${id}' in this VM`, {});
+    }
+    const board = m.machineType.boardDevices.some((b) => b.id === id);
+    let reason: string;
+    if (board) reason = `it is part of the ${m.machineType.name} board`;
+    else {
+      const registry = this.registry;
+      const def = registry?.definitions<DeviceTypeDefinition>('device').find((d) => d.name === dev.driver);
+      reason = def === undefined ? 'its device type is not known to this VM process' : hotplugReason(def);
+    }
+    throw new ProtocolError(ErrorCodes.HotplugUnsupported, `cannot unplug device '${id}' (${dev.driver}): ${reason}`, { reason });
+  }
+
+  private consoleWrite(port: string, data: string): { written: number } {
+    const m = this.requireLive();
+    const c = this.consoles.get(port);
+    if (c === undefined) {
+      const ports = [...this.consoles.keys()];
+      throw new ProtocolError(
+        ErrorCodes.PortNotFound,
+        `VM has no console port '${port}'${ports.length ? ` (ports: ${ports.join(', ')})` : ' (no serial port uses the rpc backend)'}`,
+        {},
+      );
+    }
+    void m;
+    const bytes = Buffer.from(data, 'base64');
+    if (!c.input(bytes)) throw new ProtocolError(ErrorCodes.PortNotFound, `no device is attached to console port '${port}'`, {});
+    return { written: bytes.length };
+  }
+
+  /** The server closed the channel (or died): tear the VM down and end the process. */
+  async disconnected(): Promise<void> {
+    const m = this.machine;
+    if (m !== undefined) {
+      try {
+        await m.destroy();
+      } catch (err) {
+        this.opts.logLine(`error: destroying the VM failed: ${errorCauses(err).join(': ')}`);
+      }
+    }
+  }
+}
+
+function hotplugReason(def: DeviceTypeDefinition): string {
+  if (!def.hotpluggable) {
+    return `it sits on the ${def.bus} bus, which has no hot-plug mechanism (such devices exist from power-on, as on real hardware)`;
+  }
+  return `hot-plug is not implemented yet: this tsvmm has no hot-plug controller for the ${def.bus} bus (ACPI PCI hot-plug arrives in a later release)`;
+}
