@@ -962,11 +962,9 @@ export class Qcow2Device implements BlockDevice, RefcountHost {
     const h = this.header;
     const data: Record<string, unknown> = {
       compat: h.version >= 3 ? '1.1' : '0.10',
+      'compression-type': 'zlib',
     };
-    if (h.version >= 3) {
-      data['compression-type'] = 'zlib';
-      data['lazy-refcounts'] = (h.compatible_features & COMPAT_LAZY_REFCOUNTS) !== 0n;
-    }
+    if (h.version >= 3) data['lazy-refcounts'] = (h.compatible_features & COMPAT_LAZY_REFCOUNTS) !== 0n;
     data['refcount-bits'] = this.refcounts.bits;
     if (h.version >= 3) {
       data['corrupt'] = (h.incompatible_features & INCOMPAT_CORRUPT) !== 0n;

@@ -1,5 +1,4 @@
 /** `img info`, `img map` and `img check`: output formats that match qemu-img's. */
-import path from 'node:path';
 import type { BlockDevice, CheckResult, ImageInfo } from '../driver.js';
 import { formatSize } from '../size.js';
 import { resolveBackingFilename } from '../registry.js';
@@ -135,7 +134,7 @@ export async function cmdMap(io: ImgIo, filename: string, o: { format?: string; 
       io.stdout.write(`${pad('Offset')}${pad('Length')}${pad('Mapped to')}File\n`);
       for (const m of map) {
         if (!m.data || m.offset === undefined) continue;
-        io.stdout.write(`${pad(hex(m.start))}${pad(hex(m.length))}${pad(hex(m.offset))}${m.file !== undefined ? path.relative(process.cwd(), m.file) || m.file : filename}\n`);
+        io.stdout.write(`${pad(hex(m.start))}${pad(hex(m.length))}${pad(hex(m.offset))}${m.file ?? filename}\n`);
       }
     }
     return 0;
