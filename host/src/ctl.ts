@@ -34,13 +34,16 @@ export async function ctl(method: string, json: string | undefined, o: CtlOption
     let followDone: Promise<void> | undefined;
     if (o.follow || o.followUntil !== undefined) {
       until = o.followUntil !== undefined ? new RegExp(o.followUntil) : undefined;
+      // Console output arrives in batches that may split a line: match against what was seen so far.
+      let consoleText = '';
       followDone = new Promise<void>((resolve) => {
         client.connection.onNotification((m: string, p: unknown) => {
           const line = JSON.stringify({ method: m, params: p });
           out.write(`${line}\n`);
           let text = line;
           if (m === 'console/output' && typeof (p as { data?: unknown }).data === 'string') {
-            text = Buffer.from((p as { data: string }).data, 'base64').toString('utf8');
+            consoleText = (consoleText + Buffer.from((p as { data: string }).data, 'base64').toString('utf8')).slice(-8192);
+            text = consoleText;
           }
           if (until?.test(text)) resolve();
         });

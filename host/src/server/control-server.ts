@@ -51,7 +51,6 @@ import {
   ChildResume,
   ChildShutdown,
   ChildStart,
-  ChildStatus,
 } from '../vm-process/channel.js';
 import { ProtocolError } from './errors.js';
 import { probeHostCapabilities } from './host-capabilities.js';
@@ -293,10 +292,8 @@ export class ControlServer implements SessionHost {
     this.on(VmStatusRequest, (p) => this.supervisor.get(p.vmId).status());
 
     this.on(DeviceList, async (p) => {
-      const h = this.supervisor.get(p.vmId);
-      if (!h.alive) return { devices: h.cachedStatus().devices ?? [] };
-      const s = await h.request(ChildStatus);
-      return { devices: s.devices };
+      const s = await this.supervisor.get(p.vmId).status();
+      return { devices: s.devices ?? [] };
     });
 
     this.on(DeviceAdd, async (p) => this.supervisor.get(p.vmId).request(ChildDeviceAdd, { device: p.device }));

@@ -176,8 +176,11 @@ export class VmProcessHandle extends EventEmitter<VmProcessEvents> {
   async request<R>(type: RequestType0<R, unknown>): Promise<R>;
   async request<P, R>(type: RequestType<P, R, unknown>, params: P): Promise<R>;
   async request<P, R>(type: RequestType0<R, unknown> | RequestType<P, R, unknown>, params?: P): Promise<R> {
-    if (this.ended) {
-      throw new ProtocolError(ErrorCodes.InvalidVmState, `VM ${this.vmId} is ${this.state}: its process has ended`, { state: this.state });
+    if (this.ended || isTerminal(this.state)) {
+      // A finished VM's process is on its way out; nothing but status (answered from the cache) makes sense.
+      throw new ProtocolError(ErrorCodes.InvalidVmState, `VM ${this.vmId} is ${this.state}${this.detail !== undefined ? ` (${this.detail})` : ''}`, {
+        state: this.state,
+      });
     }
     this.inFlight++;
     try {
@@ -194,7 +197,8 @@ export class VmProcessHandle extends EventEmitter<VmProcessEvents> {
         }),
       ]);
     } catch (err) {
-      if (err instanceof ResponseError || err instanceof ProtocolError) throw err;
+      // Errors in vscode-jsonrpc's own range (-32099..-32096: write failed, connection closed) mean the channel broke.
+      if (err instanceof ProtocolError || (err instanceof ResponseError && (err.code > -32090 || err.code < -32100))) throw err;
       throw new ProtocolError(ErrorCodes.VmProcessFailed, `the process of VM ${this.vmId} did not answer: ${err instanceof Error ? err.message : String(err)}`, {}, { cause: err });
     } finally {
       this.inFlight--;

@@ -79,6 +79,11 @@ export class TsvmmClient {
   serverCapabilities!: InitializeResult;
   private closed = false;
   private nextToken = 1;
+  /**
+   * vscode-jsonrpc keeps one handler per notification method; the client fans
+   * each notification out to any number of listeners.
+   */
+  private readonly listeners = new Map<string, Set<(params: unknown) => void>>();
 
   private constructor(
     readonly connection: MessageConnection,
@@ -118,6 +123,20 @@ export class TsvmmClient {
     const client = new TsvmmClient(conn, () => conn.dispose());
     await client.start(opts);
     return client;
+  }
+
+  /** Listen to a notification by method; any number of listeners per method. */
+  on(method: string, listener: (params: unknown) => void): Disposable {
+    let set = this.listeners.get(method);
+    if (set === undefined) {
+      set = new Set();
+      this.listeners.set(method, set);
+      this.connection.onNotification(method, (params: unknown) => {
+        for (const l of [...(this.listeners.get(method) ?? [])]) l(params);
+      });
+    }
+    set.add(listener);
+    return { dispose: () => void this.listeners.get(method)?.delete(listener) };
   }
 
   private async start(opts: ConnectOptions): Promise<void> {
@@ -195,19 +214,19 @@ export class TsvmmClient {
   cpuListModels() { return this.request(CpuListModels, {}); }
 
   onVmStateChanged(h: (p: z.output<typeof VmStateChanged.params>) => void): Disposable {
-    return this.connection.onNotification(VmStateChanged.type, h);
+    return this.on(VmStateChanged.method, h as (p: unknown) => void);
   }
   onConsoleOutput(h: (p: z.output<typeof ConsoleOutput.params>) => void): Disposable {
-    return this.connection.onNotification(ConsoleOutput.type, h);
+    return this.on(ConsoleOutput.method, h as (p: unknown) => void);
   }
   onLogMessage(h: (p: z.output<typeof LogMessage.params>) => void): Disposable {
-    return this.connection.onNotification(LogMessage.type, h);
+    return this.on(LogMessage.method, h as (p: unknown) => void);
   }
   onDeviceAdded(h: (p: z.output<typeof DeviceAdded.params>) => void): Disposable {
-    return this.connection.onNotification(DeviceAdded.type, h);
+    return this.on(DeviceAdded.method, h as (p: unknown) => void);
   }
   onDeviceRemoved(h: (p: z.output<typeof DeviceRemoved.params>) => void): Disposable {
-    return this.connection.onNotification(DeviceRemoved.type, h);
+    return this.on(DeviceRemoved.method, h as (p: unknown) => void);
   }
 
   /** Wait for the first console output of a VM that contains `text` (accumulating across batches). */
