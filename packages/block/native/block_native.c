@@ -1,8 +1,9 @@
 /*
  * The few syscalls the block layer needs that Node's fs lacks:
  *   fallocate(2) with FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE (raw discard,
- *   qcow2 freeing clusters) and lseek(2) with SEEK_DATA / SEEK_HOLE (sparse
- *   block status). Every call checks its return value and throws an Error
+ *   qcow2 freeing clusters), lseek(2) with SEEK_DATA / SEEK_HOLE (sparse
+ *   block status), and preadv2(2) with RWF_NOWAIT (page-cache hits without a
+ *   thread-pool round trip). Every call checks its return value and throws an Error
  *   naming the operation and errno (error.code is the errno name).
  *
  * fallocate can take milliseconds on a large range, so it runs on the libuv
@@ -18,7 +19,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
+
+#ifndef RWF_NOWAIT
+#define RWF_NOWAIT 0x00000008
+#endif
 
 static const char *errno_name(int err) {
   switch (err) {
@@ -34,6 +40,8 @@ static const char *errno_name(int err) {
     case ENODEV: return "ENODEV";
     case ESPIPE: return "ESPIPE";
     case EROFS: return "EROFS";
+    case ENOSYS: return "ENOSYS";
+    case EAGAIN: return "EAGAIN";
     default: return "EUNKNOWN";
   }
 }
@@ -151,11 +159,60 @@ static napi_value js_seek_hole(napi_env env, napi_callback_info info) {
   return do_seek(env, info, SEEK_HOLE, "lseek(SEEK_HOLE)");
 }
 
+/*
+ * preadNoWait(fd, uint8array, offset) -> bytes read, -1 if the data is not in
+ * the page cache (EAGAIN: the caller goes to the thread pool), -2 if the
+ * kernel or filesystem does not support RWF_NOWAIT. A page-cache hit costs a
+ * memcpy instead of a thread-pool round trip, and the calling thread never
+ * waits for the disk, so the main thread may use it.
+ */
+static napi_value js_pread_nowait(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  size_t argc = 3;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3) {
+    napi_throw_type_error(env, NULL, "preadNoWait(fd, buffer, offset)");
+    return NULL;
+  }
+  int64_t fd, offset;
+  napi_typedarray_type type;
+  size_t length;
+  void *data;
+  napi_value ab;
+  size_t byte_offset;
+  if (napi_get_value_int64(env, argv[0], &fd) != napi_ok ||
+      napi_get_typedarray_info(env, argv[1], &type, &length, &data, &ab, &byte_offset) != napi_ok ||
+      type != napi_uint8_array || napi_get_value_int64(env, argv[2], &offset) != napi_ok || offset < 0) {
+    napi_throw_type_error(env, NULL, "preadNoWait(fd: number, buffer: Uint8Array, offset: number >= 0)");
+    return NULL;
+  }
+  struct iovec iov = {.iov_base = data, .iov_len = length};
+  ssize_t r;
+  do {
+    r = preadv2((int)fd, &iov, 1, (off_t)offset, RWF_NOWAIT);
+  } while (r < 0 && errno == EINTR);
+  napi_value out;
+  if (r < 0) {
+    if (errno == EAGAIN) {
+      napi_create_int64(env, -1, &out);
+      return out;
+    }
+    if (errno == EOPNOTSUPP || errno == ENOSYS || errno == EINVAL) {
+      napi_create_int64(env, -2, &out);
+      return out;
+    }
+    napi_throw(env, make_error(env, "preadv2(RWF_NOWAIT)", errno));
+    return NULL;
+  }
+  napi_create_int64(env, (int64_t)r, &out);
+  return out;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"fallocate", NULL, js_fallocate, NULL, NULL, NULL, napi_default, NULL},
     {"seekData", NULL, js_seek_data, NULL, NULL, NULL, napi_default, NULL},
     {"seekHole", NULL, js_seek_hole, NULL, NULL, NULL, napi_default, NULL},
+    {"preadNoWait", NULL, js_pread_nowait, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   napi_value v;

@@ -13,6 +13,8 @@ export interface BlockNativeBinding {
   seekData(fd: number, offset: number): number;
   /** next hole offset at or after `offset` (EOF counts as a hole), or -1 (ENXIO) */
   seekHole(fd: number, offset: number): number;
+  /** preadv2(RWF_NOWAIT): bytes read; -1 not cached (would block); -2 unsupported */
+  preadNoWait(fd: number, buf: Uint8Array, offset: number): number;
   FALLOC_FL_KEEP_SIZE: number;
   FALLOC_FL_PUNCH_HOLE: number;
   FALLOC_FL_ZERO_RANGE: number;

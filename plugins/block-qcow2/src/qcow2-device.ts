@@ -29,6 +29,7 @@ import {
   BlockUnsupportedError,
   ImageFile,
   LruCache,
+  cacheModeIsUnsafe,
   checkRequest,
   checkWritable,
   type BlockDevice,
@@ -180,7 +181,7 @@ export class Qcow2Device implements BlockDevice, RefcountHost {
   static async open(opts: BlockOpenOptions, extras: Qcow2OpenExtras = {}): Promise<Qcow2Device> {
     const readOnly = opts.readOnly ?? false;
     if (opts.check) extras = { ...extras, forRepair: true };
-    const file = await ImageFile.open(opts.filename, { readOnly });
+    const file = await ImageFile.open(opts.filename, { readOnly, unsafeNoSync: cacheModeIsUnsafe(opts.options) });
     let backing: BlockDevice | undefined;
     try {
       const fileSize = await file.size();

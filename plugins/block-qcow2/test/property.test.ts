@@ -111,7 +111,7 @@ describe('qcow2 properties', function () {
           s.cleanup();
         }
       }),
-      { numRuns: 25, seed: 20261126 },
+      { numRuns: 60, seed: 20261126 },
     );
   });
 

@@ -8,6 +8,7 @@ import { PluginTokens } from '@tsvmm/core';
 import {
   BlockOptionError,
   ImageFile,
+  cacheModeIsUnsafe,
   checkRequest,
   checkWritable,
   type BlockCreateOptions,
@@ -40,7 +41,7 @@ export class RawDevice implements BlockDevice {
   }
 
   static async open(opts: BlockOpenOptions): Promise<RawDevice> {
-    const file = await ImageFile.open(opts.filename, { readOnly: opts.readOnly ?? false });
+    const file = await ImageFile.open(opts.filename, { readOnly: opts.readOnly ?? false, unsafeNoSync: cacheModeIsUnsafe(opts.options) });
     try {
       return new RawDevice(file, await file.size());
     } catch (e) {

@@ -25,6 +25,8 @@ export interface ConvertOptions {
   noCreate?: boolean;
   sparseSize?: string;
   parallel?: number;
+  /** qemu-img's -t: cache mode of the output; unsafe (no fsync) by default, as in qemu-img */
+  cache?: string;
 }
 
 interface Chunk {
@@ -52,7 +54,7 @@ export async function cmdConvert(io: ImgIo, inputs: string[], output: string, o:
       }
       await reg.create(outFormat, { filename: output, size: src.size, options: createOpts });
     }
-    dst = await reg.openImage(output, { format: outFormat });
+    dst = await reg.openImage(output, { format: outFormat, options: { cache: o.cache ?? 'unsafe' } });
     if (o.compress && !dst.supportsCompressedWrites) {
       throw new ImgExit(1, `Compression not supported for this file format ('${outFormat}')`);
     }

@@ -93,11 +93,12 @@ export async function runImg(argv: string[], io: ImgIo): Promise<number> {
     .option('-n', 'do not create the output image (it must exist)')
     .option('-S <sparse_size>', 'minimum run of zeroes to leave unallocated (0 = write everything)', '4k')
     .option('-m <num>', 'requests in flight', '4')
+    .option('-t <cache>', 'output cache mode: unsafe (default, no fsync, like qemu-img) or writeback (fsync at the end)', 'unsafe')
     .option('-W', 'accepted for compatibility (writes may be out of order)')
     .option('-q', 'quiet')
     .option('-U, --force-share', 'accepted for compatibility')
     .argument('<filenames...>', 'input image(s) and the output image, last')
-    .action((files: string[], o: { f?: string; O: string; o?: Record<string, string>; c?: boolean; p?: boolean; B?: string; F?: string; n?: boolean; S: string; m: string }) => {
+    .action((files: string[], o: { f?: string; O: string; o?: Record<string, string>; c?: boolean; p?: boolean; B?: string; F?: string; n?: boolean; S: string; m: string; t: string }) => {
       if (files.length < 2) throw new ImgExit(1, 'convert needs an input and an output file name');
       const output = files[files.length - 1] ?? '';
       return set(
@@ -112,6 +113,7 @@ export async function runImg(argv: string[], io: ImgIo): Promise<number> {
           noCreate: o.n,
           sparseSize: o.S,
           parallel: Math.max(1, Math.min(16, Number(o.m) || 4)),
+          cache: o.t,
         }),
       );
     });
