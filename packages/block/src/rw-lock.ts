@@ -56,3 +56,29 @@ export class AsyncRwLock {
     }
   }
 }
+
+/**
+ * Serializes operations on overlapping ranges [start, end) while letting
+ * disjoint ones run concurrently (qcow2: two writes to the same cluster must
+ * not allocate it twice; writes to different clusters overlap their I/O).
+ */
+export class AsyncRangeLock {
+  private readonly held: Array<{ start: number; end: number; done: Promise<void> }> = [];
+
+  async withRange<T>(start: number, end: number, fn: () => Promise<T>): Promise<T> {
+    for (;;) {
+      const busy = this.held.find((h) => h.start < end && start < h.end);
+      if (!busy) break;
+      await busy.done;
+    }
+    let release: () => void = () => undefined;
+    const entry = { start, end, done: new Promise<void>((r) => (release = r)) };
+    this.held.push(entry);
+    try {
+      return await fn();
+    } finally {
+      this.held.splice(this.held.indexOf(entry), 1);
+      release();
+    }
+  }
+}

@@ -22,6 +22,7 @@
  * that allocates, frees or rewrites metadata takes it exclusive.
  */
 import {
+  AsyncRangeLock,
   AsyncRwLock,
   BlockFormatError,
   BlockOptionError,
@@ -63,6 +64,13 @@ import {
   encodeCompressedEntry,
 } from './compress.js';
 
+/** classifySync's marker for an entry that points outside the file */
+const BAD_ENTRY = -1 as const;
+
+type Classified =
+  | { kind: ClusterKind; host: number; copied: boolean }
+  | { kind: typeof BAD_ENTRY; host: number; copied: boolean };
+
 export const enum ClusterKind {
   Unallocated,
   Zero,
@@ -82,6 +90,13 @@ export interface ClusterRun {
   /** raw entry of the first cluster (compressed clusters are decoded from it) */
   hi: number;
   lo: number;
+}
+
+interface WritePlan {
+  /** data to put at host offsets (no metadata depends on them until linked) */
+  writes: Array<{ host: number; data: Uint8Array }>;
+  /** guest cluster -> new host cluster, applied after the data is written */
+  links: Array<{ ci: number; host: number }>;
 }
 
 interface L2Table {
@@ -109,6 +124,8 @@ export class Qcow2Device implements BlockDevice, RefcountHost {
   hostEnd: number;
   readonly refcounts: Qcow2Refcounts;
   private readonly lock = new AsyncRwLock();
+  /** guest clusters with a write, discard or zeroing in flight (cluster-aligned byte ranges) */
+  private readonly inFlight = new AsyncRangeLock();
   /** unbounded map in LRU order: dirty tables may only leave through writebackL2 */
   private readonly l2Cache = new LruCache<number, L2Table>(Number.MAX_SAFE_INTEGER);
   private readonly l2Capacity: number;
@@ -459,7 +476,8 @@ export class Qcow2Device implements BlockDevice, RefcountHost {
         l2i++;
         const h2 = v.getUint32(l2i * 8);
         const l2 = v.getUint32(l2i * 8 + 4);
-        const next = await this.classify(h2, l2, ci + (l2i - (ci % this.l2Entries)));
+        const next = this.classifySync(h2, l2);
+        // a bad entry ends the run; the next lookup starts there and reports it
         if (next.kind !== first.kind || next.copied !== first.copied) break;
         // runs with host clusters must stay contiguous on the host; hostless zero runs must stay hostless
         if (first.host !== 0 ? next.host !== expectHost : next.host !== 0) break;
@@ -478,21 +496,30 @@ export class Qcow2Device implements BlockDevice, RefcountHost {
   }
 
   private async classify(hi: number, lo: number, guestCluster: number): Promise<{ kind: ClusterKind; host: number; copied: boolean }> {
+    const c = this.classifySync(hi, lo);
+    if (c.kind === BAD_ENTRY) throw await this.corruption('L2 table', this.badEntryDetail(hi, lo, guestCluster));
+    return { kind: c.kind, host: c.host, copied: c.copied };
+  }
+
+  /** Decodes an L2 entry; BAD_ENTRY when it points outside the file or at the header (hot path: no promise). */
+  private classifySync(hi: number, lo: number): Classified {
     if (hi & HI_COMPRESSED) return { kind: ClusterKind.Compressed, host: 0, copied: false };
     const host = entryOffset(hi, lo);
     const copied = (hi & HI_COPIED) !== 0;
     if (host !== 0) {
       const cs = this.clusterSize;
-      if (host % cs !== 0 || host >= this.hostEnd || host < cs) {
-        throw await this.corruption(
-          'L2 table',
-          `entry for guest offset ${guestCluster * cs} points to host offset ${host}, which is ${host % cs !== 0 ? 'not cluster aligned' : host < cs ? 'inside the header' : `past the end of the file (${this.hostEnd})`}`,
-        );
-      }
+      if (host % cs !== 0 || host >= this.hostEnd || host < cs) return { kind: BAD_ENTRY, host, copied };
     }
     if (lo & LO_ZERO) return { kind: ClusterKind.Zero, host, copied };
     if (host === 0) return { kind: ClusterKind.Unallocated, host: 0, copied: false };
     return { kind: ClusterKind.Normal, host, copied };
+  }
+
+  private badEntryDetail(hi: number, lo: number, guestCluster: number): string {
+    const cs = this.clusterSize;
+    const host = entryOffset(hi, lo);
+    const why = host % cs !== 0 ? 'not cluster aligned' : host < cs ? 'inside the header' : `past the end of the file (${this.hostEnd})`;
+    return `entry for guest offset ${guestCluster * cs} points to host offset ${host}, which is ${why}`;
   }
 
   private async readCompressed(hi: number, lo: number, guestCluster: number): Promise<Uint8Array> {
@@ -566,35 +593,71 @@ export class Qcow2Device implements BlockDevice, RefcountHost {
   async write(offset: number, buf: Uint8Array, opts?: WriteOptions): Promise<void> {
     this.assertWritable();
     checkRequest(this, offset, buf.length);
-    await this.lock.withExclusive(async () => {
-      if (opts?.compressed) await this.writeCompressedLocked(offset, buf);
-      else await this.writeLocked(offset, buf);
+    await this.withClusters(offset, buf.length, async () => {
+      if (opts?.compressed) {
+        await this.lock.withExclusive(() => this.writeCompressedLocked(offset, buf));
+        return;
+      }
+      // metadata decisions under the lock, data I/O outside it, L2 links under it again:
+      // writes to different clusters overlap their data transfers (convert, guests with deep queues)
+      const plan = await this.lock.withExclusive(() => this.planWrite(offset, buf));
+      await Promise.all(plan.writes.map((w) => this.file.write(w.host, w.data)));
+      if (plan.links.length > 0) await this.lock.withExclusive(() => this.linkClusters(plan.links));
     });
     if (opts?.fua) await this.flush();
+  }
+
+  /** Runs fn with the guest clusters of [offset, offset+length) reserved against other mutations. */
+  private withClusters<T>(offset: number, length: number, fn: () => Promise<T>): Promise<T> {
+    const cs = this.clusterSize;
+    return this.inFlight.withRange(Math.floor(offset / cs) * cs, Math.ceil((offset + length) / cs) * cs, fn);
+  }
+
+  /** Waits for every in-flight mutation (resize, amend, check, ...). */
+  private withAllClusters<T>(fn: () => Promise<T>): Promise<T> {
+    return this.inFlight.withRange(0, Number.MAX_SAFE_INTEGER, fn);
   }
 
   private get maxAllocClusters(): number {
     return Math.max(1, Math.min(this.refcounts.blockEntries >>> 1, Math.floor((4 << 20) / this.clusterSize)));
   }
 
+  /** Writes and links in one go (exclusive lock held): for internal callers. */
   private async writeLocked(offset: number, buf: Uint8Array): Promise<void> {
+    const plan = await this.planWrite(offset, buf);
+    for (const w of plan.writes) await this.file.write(w.host, w.data);
+    await this.linkClusters(plan.links);
+  }
+
+  /**
+   * Decides where every byte of a write goes (exclusive lock held): in place
+   * for clusters this image owns alone, else into freshly allocated clusters
+   * with the old contents merged in for partial clusters.
+   */
+  private async planWrite(offset: number, buf: Uint8Array): Promise<WritePlan> {
     const cs = this.clusterSize;
+    const plan: WritePlan = { writes: [], links: [] };
     let done = 0;
     while (done < buf.length) {
       const pos = offset + done;
       const run = await this.mapRun(pos, buf.length - done, true);
       if (run.kind === ClusterKind.Normal && run.copied) {
         this.checkOverlap(run.host - (run.host % cs), Math.ceil((run.host % cs + run.length) / cs) * cs, 'data write');
-        await this.file.write(run.host, buf.subarray(done, done + run.length));
+        plan.writes.push({ host: run.host, data: buf.subarray(done, done + run.length) });
         done += run.length;
         continue;
       }
       const ci = Math.floor(pos / cs);
       const n = Math.min(Math.ceil((pos - ci * cs + run.length) / cs), this.maxAllocClusters);
       const len = Math.min(run.length, (ci + n) * cs - pos);
-      await this.writeAllocating(pos, buf.subarray(done, done + len), run, n);
+      await this.planAllocation(pos, buf.subarray(done, done + len), run, n, plan);
       done += len;
     }
+    return plan;
+  }
+
+  private async linkClusters(links: Array<{ ci: number; host: number }>): Promise<void> {
+    for (const l of links) await this.setL2Entry(l.ci, l.host);
   }
 
   /** Old contents of guest cluster ci (to merge with a partial write). */
@@ -622,8 +685,8 @@ export class Qcow2Device implements BlockDevice, RefcountHost {
     }
   }
 
-  /** Writes `data` at guest `pos` into n freshly allocated clusters that replace `run`. */
-  private async writeAllocating(pos: number, data: Uint8Array, run: ClusterRun, n: number): Promise<void> {
+  /** Allocates n clusters to hold `data` at guest `pos` (replacing `run`) and adds the writes and links to plan. */
+  private async planAllocation(pos: number, data: Uint8Array, run: ClusterRun, n: number, plan: WritePlan): Promise<void> {
     const cs = this.clusterSize;
     const c0 = Math.floor(pos / cs);
     await this.beforeAllocation();
@@ -631,17 +694,23 @@ export class Qcow2Device implements BlockDevice, RefcountHost {
     const head = pos - c0 * cs;
     const tail = (c0 + n) * cs - (pos + data.length);
     if (head === 0 && tail === 0) {
-      await this.file.write(host, data);
+      plan.writes.push({ host, data });
     } else {
       const buf = new Uint8Array(n * cs);
       if (head > 0) await this.cowSource(c0, run, c0, buf.subarray(0, cs));
       if (tail > 0 && (n > 1 || head === 0)) await this.cowSource(c0 + n - 1, run, c0, buf.subarray((n - 1) * cs));
       buf.set(data, head);
-      await this.file.write(host, buf);
+      plan.writes.push({ host, data: buf });
     }
-    for (let i = 0; i < n; i++) {
-      await this.setL2Entry(c0 + i, host + i * cs);
-    }
+    for (let i = 0; i < n; i++) plan.links.push({ ci: c0 + i, host: host + i * cs });
+  }
+
+  /** Writes `data` at guest `pos` into n freshly allocated clusters now (exclusive lock held). */
+  private async writeAllocating(pos: number, data: Uint8Array, run: ClusterRun, n: number): Promise<void> {
+    const plan: WritePlan = { writes: [], links: [] };
+    await this.planAllocation(pos, data, run, n, plan);
+    for (const w of plan.writes) await this.file.write(w.host, w.data);
+    await this.linkClusters(plan.links);
   }
 
   /**
@@ -812,7 +881,9 @@ export class Qcow2Device implements BlockDevice, RefcountHost {
     if (stop <= first) return;
     // v2 cannot express "zero" over a backing file: discard is then a no-op
     if (this.header.version < 3 && this.backing) return;
-    await this.lock.withExclusive(() => this.zeroClusters(first, stop, true, this.backing !== undefined));
+    await this.withClusters(offset, length, () =>
+      this.lock.withExclusive(() => this.zeroClusters(first, stop, true, this.backing !== undefined)),
+    );
   }
 
   async writeZeroes(offset: number, length: number, opts?: WriteZeroesOptions): Promise<void> {
@@ -827,7 +898,7 @@ export class Qcow2Device implements BlockDevice, RefcountHost {
     if (!canFlag && !canUnallocate) {
       first = stop; // v2 over a backing file (or without unmap): write real zeroes
     }
-    await this.lock.withExclusive(async () => {
+    await this.withClusters(offset, length, () => this.lock.withExclusive(async () => {
       if (stop <= first) {
         await this.writeZeroBytes(offset, length);
         return;
@@ -835,7 +906,7 @@ export class Qcow2Device implements BlockDevice, RefcountHost {
       if (offset < first * cs) await this.writeZeroBytes(offset, first * cs - offset);
       await this.zeroClusters(first, stop, opts?.mayUnmap ?? false, canFlag);
       if (stop * cs < end) await this.writeZeroBytes(stop * cs, end - stop * cs);
-    });
+    }));
   }
 
   private async writeZeroBytes(offset: number, length: number): Promise<void> {
@@ -994,7 +1065,7 @@ export class Qcow2Device implements BlockDevice, RefcountHost {
     const dirty = (this.header.incompatible_features & INCOMPAT_DIRTY) !== 0n;
     // refcounts of a dirty image may be too low as well as too high: repair everything (as qemu does)
     const repair = opts.repair && dirty && !this.lazyDirty ? 'all' : opts.repair;
-    return this.lock.withExclusive(async () => {
+    return this.withAllClusters(() => this.lock.withExclusive(async () => {
       if (this.writable) await this.writeback();
       const r = await checkImage(this, repair ? { repair } : {});
       if (repair && dirty && !this.lazyDirty && r.corruptions === 0) {
@@ -1002,7 +1073,7 @@ export class Qcow2Device implements BlockDevice, RefcountHost {
         await this.writeFeatureWords();
       }
       return r;
-    });
+    }));
   }
 
   private assertWritableForRepair(): void {
@@ -1044,7 +1115,7 @@ export class Qcow2Device implements BlockDevice, RefcountHost {
       // qemu keeps qcow2 sizes in whole sectors and reads the size field that way
       throw new BlockOptionError('size', `${newSize} is not a valid qcow2 size: it must be a multiple of 512 bytes`);
     }
-    await this.lock.withExclusive(async () => {
+    await this.withAllClusters(() => this.lock.withExclusive(async () => {
       const cs = this.clusterSize;
       const oldSize = this.header.size;
       if (newSize < oldSize) {
@@ -1076,7 +1147,7 @@ export class Qcow2Device implements BlockDevice, RefcountHost {
         }
         await this.writeback();
       }
-    });
+    }));
   }
 
   /** Moves the L1 table to a new, larger location (written and synced before the header points at it). */
@@ -1127,7 +1198,7 @@ export class Qcow2Device implements BlockDevice, RefcountHost {
 
   async changeBackingFile(filename: string | undefined, format: string | undefined): Promise<void> {
     this.assertWritable();
-    await this.lock.withExclusive(async () => {
+    await this.withAllClusters(() => this.lock.withExclusive(async () => {
       await this.writeback();
       if (filename === undefined) {
         delete this.header.backingFile;
@@ -1138,25 +1209,25 @@ export class Qcow2Device implements BlockDevice, RefcountHost {
         else this.header.backingFormat = format;
       }
       await this.rewriteHeader();
-    });
+    }));
   }
 
   async amend(options: Record<string, string>): Promise<void> {
     this.assertWritable();
     const { amendImage } = await import('./amend.js');
-    await this.lock.withExclusive(async () => {
+    await this.withAllClusters(() => this.lock.withExclusive(async () => {
       await this.writeback();
       await amendImage(this, options);
-    });
+    }));
   }
 
   async makeEmpty(): Promise<void> {
     this.assertWritable();
-    await this.lock.withExclusive(async () => {
+    await this.withAllClusters(() => this.lock.withExclusive(async () => {
       const total = Math.ceil(this.size / this.clusterSize);
       await this.zeroClusters(0, total, true, false);
       await this.writeback();
-    });
+    }));
   }
 
   /** For amend: downgrade/upgrade bookkeeping. */

@@ -105,14 +105,21 @@ export async function copyImage(src: BlockDevice, dst: BlockDevice, o: CopyOptio
       pos += want;
     }
   }
+  // one buffer per request in flight, reused: no zero-filling, no garbage
+  const free: Uint8Array[] = [];
   await pipeline(chunks(), Math.max(1, o.parallel), async (c) => {
     if (!c.data) {
       // a fresh target already reads as zeroes; otherwise make it so
       if (!o.targetIsFresh || o.onlyTopLayer) await dst.writeZeroes(c.offset, c.length, { mayUnmap: true });
     } else {
-      const buf = new Uint8Array(c.length);
-      await src.read(c.offset, buf);
-      await writeSparse(dst, c.offset, buf, o);
+      const whole = free.pop() ?? Buffer.allocUnsafeSlow(CHUNK);
+      try {
+        const buf = whole.subarray(0, c.length);
+        await src.read(c.offset, buf);
+        await writeSparse(dst, c.offset, buf, o);
+      } finally {
+        free.push(whole);
+      }
     }
     done += c.length;
     o.progress.update(done);
@@ -136,16 +143,22 @@ async function writeSparse(dst: BlockDevice, offset: number, buf: Uint8Array, o:
     await dst.write(offset, buf, writeOpts);
     return;
   }
-  // split into alternating data / zero runs at `unit` granularity
+  // split into alternating data / zero runs at `unit` granularity; a unit
+  // whose first word is non-zero is data without a full scan (the common case)
+  const words = buf.byteOffset % 4 === 0 ? new Uint32Array(buf.buffer, buf.byteOffset, buf.length >>> 2) : undefined;
+  const unitIsZero = (p: number): boolean => {
+    if (words && p + 8 <= buf.length && (words[p >>> 2] !== 0 || words[(p >>> 2) + 1] !== 0)) return false;
+    return isZero(buf.subarray(p, Math.min(p + unit, buf.length)));
+  };
   let runStart = 0;
-  let runZero = isZero(buf.subarray(0, Math.min(unit, buf.length)));
+  let runZero = unitIsZero(0);
   const flush = async (end: number): Promise<void> => {
     if (end <= runStart) return;
     if (!runZero) await dst.write(offset + runStart, buf.subarray(runStart, end));
     else if (!o.targetIsFresh || o.onlyTopLayer) await dst.writeZeroes(offset + runStart, end - runStart, { mayUnmap: true });
   };
   for (let p = unit; p < buf.length; p += unit) {
-    const z = isZero(buf.subarray(p, Math.min(p + unit, buf.length)));
+    const z = unitIsZero(p);
     if (z !== runZero) {
       await flush(p);
       runStart = p;

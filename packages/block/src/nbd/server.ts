@@ -136,6 +136,33 @@ const FLAGS_ALLOWED: Record<number, number> = {
   [NBD_CMD_DISC]: 0,
 };
 
+/**
+ * Reply buffers for READ, reused once the socket has taken them: sequential
+ * readers ask for the same size over and over, and allocating a fresh
+ * multi-kilobyte buffer per request is mostly garbage-collector work.
+ */
+class ReplyBufferPool {
+  private readonly free = new Map<number, Buffer[]>();
+  private static readonly MIN = 16 * 1024;
+  private static readonly PER_SIZE = 32;
+
+  get(size: number): Buffer {
+    return this.free.get(size)?.pop() ?? Buffer.allocUnsafeSlow(size);
+  }
+
+  put(b: Buffer): void {
+    if (b.length < ReplyBufferPool.MIN) return;
+    let list = this.free.get(b.length);
+    if (list === undefined) {
+      // keep a few sizes only: a client cycling through sizes must not pin memory
+      if (this.free.size >= 8) this.free.clear();
+      list = [];
+      this.free.set(b.length, list);
+    }
+    if (list.length < ReplyBufferPool.PER_SIZE) list.push(b);
+  }
+}
+
 class RequestError extends Error {
   constructor(
     readonly code: number,
@@ -152,6 +179,7 @@ export class NbdConnection {
   private structured = false;
   private metaContexts: { exportName: string; ids: number[] } | undefined;
   private readonly inFlight = new Set<Promise<void>>();
+  private readonly buffers = new ReplyBufferPool();
   private closing = false;
 
   constructor(
@@ -186,10 +214,19 @@ export class NbdConnection {
     }
   }
 
+  /** Writes the parts as one corked writev; `recycle` goes back to the pool once written. */
   private send(...parts: Uint8Array[]): void {
+    this.sendRecycling(undefined, ...parts);
+  }
+
+  private sendRecycling(recycle: Buffer | undefined, ...parts: Uint8Array[]): void {
     if (this.socket.destroyed) return;
     this.socket.cork();
-    for (const p of parts) this.socket.write(p);
+    const last = parts.length - 1;
+    parts.forEach((p, i) => {
+      if (i === last && recycle !== undefined) this.socket.write(p, () => this.buffers.put(recycle));
+      else this.socket.write(p);
+    });
     this.socket.uncork();
   }
 
@@ -461,15 +498,20 @@ export class NbdConnection {
           throw new RequestError(this.structured ? NBD_EOVERFLOW : NBD_EINVAL, `read of ${req.length} bytes is larger than the ${NBD_MAX_PAYLOAD}-byte maximum`);
         }
         if (!inRange) throw new RequestError(NBD_EINVAL, `read [${req.offset}, +${req.length}) is beyond the export size ${dev.size}`);
-        const data = Buffer.allocUnsafe(req.length);
-        await dev.read(req.offset, data);
+        const data = this.buffers.get(req.length);
+        try {
+          await dev.read(req.offset, data);
+        } catch (e) {
+          this.buffers.put(data);
+          throw e;
+        }
         if (this.structured) {
           const head = encodeStructuredHeader(NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_OFFSET_DATA, req.cookie, 8 + data.length);
           const off = Buffer.allocUnsafe(8);
           off.writeBigUInt64BE(BigInt(req.offset), 0);
-          this.send(head, off, data);
+          this.sendRecycling(data, head, off, data);
         } else {
-          this.send(encodeSimpleReply(0, req.cookie), data);
+          this.sendRecycling(data, encodeSimpleReply(0, req.cookie), data);
         }
         return;
       }
