@@ -15,7 +15,9 @@ export type VcpuEvent =
   | { kind: 'fail-entry'; hardwareEntryFailureReason: bigint; cpu: number }
   | { kind: 'system-event'; type: number; data: bigint[] }
   | { kind: 'hlt' }
-  | { kind: 'unknown'; exitReason: number };
+  | { kind: 'unknown'; exitReason: number }
+  /** the accelerator or a device handler failed; the vCPU is stopped */
+  | { kind: 'error'; message: string };
 
 /** Where a running VM's exits go. Handlers run on the main thread; keep them short. */
 export interface ExitSink {

@@ -96,8 +96,13 @@ export class FirmwareConfig {
     if (this.files.length >= FW_CFG_FILE_SLOTS) {
       throw new ConfigError(`fw_cfg has room for ${FW_CFG_FILE_SLOTS} files; '${name}' does not fit`);
     }
-    const file: FwCfgFile = { name, select: FwCfgKey.FILE_FIRST + this.files.length, data };
-    this.files.push(file);
+    // The directory is sorted by name, as QEMU keeps it; selectors follow the order.
+    const file: FwCfgFile = { name, select: 0, data };
+    const at = this.files.findIndex((f) => f.name > name);
+    this.files.splice(at < 0 ? this.files.length : at, 0, file);
+    this.files.forEach((f, i) => {
+      f.select = FwCfgKey.FILE_FIRST + i;
+    });
     return file;
   }
 

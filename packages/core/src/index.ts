@@ -16,4 +16,5 @@ export * from './machine-type.js';
 export * from './machine-description.js';
 export * from './boot/index.js';
 export * from './accelerator.js';
+export * from './cpu/index.js';
 export * from './machine.js';

@@ -326,6 +326,9 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
         return;
       case 'hlt':
         return;
+      case 'error':
+        this.defer(() => this.finish({ status: EXIT_VMM_ERROR, reason: 'error', message: `vCPU ${vcpu}: ${ev.message}` }, 'crashed'));
+        return;
       case 'unknown':
         this.defer(() =>
           this.finish({ status: EXIT_GUEST_CRASH, reason: 'internal-error', message: `unexpected KVM exit reason ${ev.exitReason} on vCPU ${vcpu}` }, 'crashed'),
@@ -452,9 +455,6 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
     f.setU64(FwCfgKey.RAM_SIZE, BigInt(this.layout.ramSize));
     f.setU16(FwCfgKey.NB_CPUS, this.info.cpus);
     f.setU16(FwCfgKey.MAX_CPUS, this.info.maxCpus);
-    const cmdline = this.description.append ?? '';
-    f.setU32(FwCfgKey.CMDLINE_SIZE, new TextEncoder().encode(cmdline).length + 1);
-    f.setString(FwCfgKey.CMDLINE_DATA, cmdline);
     // etc/e820: packed {u64 address, u64 length, u32 type} entries, as QEMU's x86 machines provide.
     const e820 = new Uint8Array(20 * this.layout.e820.length);
     const dv = new DataView(e820.buffer);
@@ -541,6 +541,12 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
       ...(this.description.initrd !== undefined ? { initrd: this.description.initrd } : {}),
     };
     this.loadedKernel = loadKernel(this.memory, this.layout, spec, this.kernelImage);
+    if (this.loadedKernel.protocol === 'linux') {
+      // As QEMU: the Linux path also offers the command line through fw_cfg; the multiboot path does not.
+      const cmdline = this.description.append ?? '';
+      this.fwCfg.setU32(FwCfgKey.CMDLINE_SIZE, new TextEncoder().encode(cmdline).length + 1);
+      this.fwCfg.setString(FwCfgKey.CMDLINE_DATA, cmdline);
+    }
     this.accel.setBootEntry(this.loadedKernel.entry);
   }
 }

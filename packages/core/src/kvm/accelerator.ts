@@ -1,0 +1,280 @@
+/**
+ * The KVM accelerator: guest RAM as memfd-backed SharedArrayBuffers in KVM
+ * memslots, KVM's in-kernel irqchip (PIC, IOAPIC, LAPIC) and PIT, one native
+ * thread per vCPU. Imported as `@tsvmm/core/kvm` so that code (and unit tests)
+ * that never run a guest do not load the native addon.
+ *
+ * KVM api.rst: 4.2 KVM_CREATE_VM, 4.35 KVM_SET_USER_MEMORY_REGION,
+ * 4.24 KVM_CREATE_IRQCHIP, 4.71 KVM_CREATE_PIT2, 4.46 KVM_SET_CPUID2,
+ * 4.12/4.14 KVM_SET_REGS/KVM_SET_SREGS.
+ *
+ * Reset is a power cycle of the CPU side: the VM fd (with its irqchip, PIT and
+ * vCPUs) is closed and created afresh over the same RAM, which gives exactly
+ * the power-on state KVM defines without tracking every register; device
+ * models and RAM survive, as on real hardware.
+ */
+import {
+  GuestRam,
+  Kvm,
+  KVM_CAP_IRQCHIP,
+  KVM_CAP_PIT2,
+  type ExitHandlers,
+  type KvmCpuidEntry2,
+  type KvmSegment,
+  type Vcpu,
+  type VcpuEvent as KvmVcpuEvent,
+  type Vm,
+} from '@tsvmm/kvm';
+import type { Accelerator, AcceleratorVm, AcceleratorVmConfig, ExitSink, VcpuEvent } from '../accelerator.js';
+import type { CpuEntryState } from '../boot/entry.js';
+import type { GuestRamRegion } from '../guest-memory.js';
+import { KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR } from '../memory-map.js';
+import { TsvmmError } from '../errors.js';
+
+export class KvmAcceleratorError extends TsvmmError {
+  constructor(message: string, options?: { hint?: string; cause?: unknown }) {
+    super('E_KVM', message, options);
+  }
+}
+
+/** CPUID leaves the accelerator fixes per vCPU on top of a table (APIC IDs). */
+function withApicId(table: readonly KvmCpuidEntry2[], apicId: number): KvmCpuidEntry2[] {
+  return table.map((e) => {
+    if (e.function === 1) return { ...e, ebx: ((e.ebx & 0x00ffffff) | (apicId << 24)) >>> 0 };
+    if (e.function === 0xb || e.function === 0x1f) return { ...e, edx: apicId };
+    return { ...e };
+  });
+}
+
+const CR0_PE = 1n;
+const CR0_ET = 1n << 4n;
+const CR0_PG = 1n << 31n;
+const CR4_PAE = 1n << 5n;
+const EFER_LME = 1n << 8n;
+const EFER_LMA = 1n << 10n;
+
+function flatSegment(selector: number, code: boolean, long: boolean): KvmSegment {
+  return {
+    base: 0n,
+    limit: 0xffffffff,
+    selector,
+    type: code ? 0xb : 0x3, // execute/read accessed, or read/write accessed
+    present: 1,
+    dpl: 0,
+    db: code && long ? 0 : 1,
+    s: 1,
+    l: code && long ? 1 : 0,
+    g: 1,
+    avl: 0,
+    unusable: 0,
+  };
+}
+
+class KvmAcceleratorVm implements AcceleratorVm {
+  readonly ram: readonly GuestRamRegion[];
+  private readonly guestRams: GuestRam[];
+  private vm: Vm;
+  private vcpus: Vcpu[] = [];
+  private sink: ExitSink | undefined;
+  private started = false;
+  private readonly irqLevels = new Map<number, boolean>();
+  private entry: CpuEntryState | undefined;
+  private readonly handlers: ExitHandlers;
+
+  constructor(
+    private readonly kvm: Kvm,
+    private readonly config: AcceleratorVmConfig,
+    private readonly cpuidTable: readonly KvmCpuidEntry2[],
+  ) {
+    this.guestRams = config.ramSlots.map((s, i) => GuestRam.allocate(s.size, { name: `tsvmm-ram${i}` }));
+    this.ram = config.ramSlots.map((s, i) => ({ gpa: s.gpa, size: s.size, buffer: (this.guestRams[i] as GuestRam).buffer }));
+    this.vm = this.createKvmVm();
+    this.handlers = {
+      pio: (port, _size, isWrite, data) => {
+        this.sink?.pio(port, data, isWrite);
+      },
+      mmio: (addr, _len, isWrite, data) => {
+        this.sink?.mmio(addr, data, isWrite);
+      },
+      event: (vcpu, ev) => this.onEvent(vcpu, ev),
+    };
+  }
+
+  private createKvmVm(): Vm {
+    const vm = this.kvm.createVm();
+    try {
+      vm.setTssAddr(KVM_TSS_ADDR);
+      vm.setIdentityMapAddr(KVM_IDENTITY_MAP_ADDR);
+      vm.createIrqchip();
+      vm.createPit2();
+      this.config.ramSlots.forEach((s, i) => {
+        vm.setUserMemoryRegion({ slot: i, guestPhysAddr: s.gpa, ram: this.guestRams[i] as GuestRam });
+      });
+      this.vcpus = this.config.topology.apicIds.map((apicId) => {
+        const vcpu = vm.createVcpu(apicId);
+        vcpu.setCpuid2(withApicId(this.cpuidTable, apicId));
+        return vcpu;
+      });
+      for (const [gsi, level] of this.irqLevels) if (level) vm.irqLine(gsi, true);
+      return vm;
+    } catch (err) {
+      vm.close();
+      throw err;
+    }
+  }
+
+  setBootEntry(entry: CpuEntryState): void {
+    this.entry = entry;
+    const bsp = this.vcpus[0];
+    if (bsp === undefined) throw new KvmAcceleratorError('the VM has no vCPU');
+    const sregs = bsp.getSregs();
+    const regs = bsp.getRegs();
+    for (const k of Object.keys(regs) as (keyof typeof regs)[]) regs[k] = 0n;
+    regs.rflags = 2n;
+    if (entry.mode === 'protected32') {
+      const cs = flatSegment(0x08, true, false);
+      const ds = flatSegment(0x10, false, false);
+      Object.assign(sregs, { cs, ds, es: ds, fs: ds, gs: ds, ss: ds });
+      sregs.cr0 = CR0_PE | CR0_ET;
+      sregs.cr4 = 0n;
+      sregs.efer = 0n;
+      regs.rip = BigInt(entry.eip);
+      regs.rax = BigInt(entry.eax);
+      regs.rbx = BigInt(entry.ebx);
+    } else {
+      const cs = flatSegment(entry.codeSelector, true, true);
+      const ds = flatSegment(entry.dataSelector, false, true);
+      Object.assign(sregs, { cs, ds, es: ds, fs: ds, gs: ds, ss: ds });
+      // In IA-32e mode VM entry wants TR to be a busy 64-bit TSS.
+      sregs.tr = { ...sregs.tr, type: 0xb, present: 1, s: 0 };
+      sregs.gdt = { base: BigInt(entry.gdtBase), limit: entry.gdtLimit };
+      sregs.cr3 = BigInt(entry.cr3);
+      sregs.cr4 = CR4_PAE;
+      sregs.cr0 = CR0_PE | CR0_ET | CR0_PG;
+      sregs.efer = EFER_LME | EFER_LMA;
+      regs.rip = BigInt(entry.rip);
+      regs.rsi = BigInt(entry.rsi);
+    }
+    bsp.setSregs(sregs);
+    bsp.setRegs(regs);
+  }
+
+  setIrq(gsi: number, level: boolean): void {
+    this.irqLevels.set(gsi, level);
+    this.vm.irqLine(gsi, level);
+  }
+
+  start(sink: ExitSink): void {
+    this.sink = sink;
+    this.started = true;
+    this.vm.startVcpus(this.handlers);
+  }
+
+  pause(): Promise<void> {
+    return this.vm.pauseVcpus();
+  }
+
+  resume(): void {
+    if (!this.started) return;
+    if (this.vcpus.some((v) => v.runner.hasThread)) this.vm.resumeVcpus();
+    else this.vm.startVcpus(this.handlers);
+  }
+
+  async reset(): Promise<void> {
+    await this.vm.stopVcpus();
+    this.vm.close();
+    this.vm = this.createKvmVm();
+    if (this.entry !== undefined) this.setBootEntry(this.entry);
+  }
+
+  async stop(): Promise<void> {
+    this.started = false;
+    await this.vm.stopVcpus();
+  }
+
+  close(): void {
+    this.vm.close();
+  }
+
+  exitCounts(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const v of this.vcpus) {
+      const s = v.exitStats();
+      for (const [k, n] of Object.entries(s.byReason)) out[k] = (out[k] ?? 0) + n;
+      out['posts'] = (out['posts'] ?? 0) + s.posts;
+      out['wakes'] = (out['wakes'] ?? 0) + s.wakes;
+    }
+    return out;
+  }
+
+  private onEvent(vcpu: Vcpu, ev: KvmVcpuEvent): void {
+    const index = this.vcpus.indexOf(vcpu);
+    const mapped = mapEvent(ev);
+    if (mapped.kind === 'hlt') {
+      vcpu.resume();
+      return;
+    }
+    this.sink?.event(index < 0 ? vcpu.id : index, mapped);
+  }
+}
+
+function mapEvent(ev: KvmVcpuEvent): VcpuEvent {
+  switch (ev.kind) {
+    case 'hlt':
+    case 'shutdown':
+      return { kind: ev.kind };
+    case 'internal-error':
+    case 'fail-entry':
+    case 'system-event':
+      return ev;
+    case 'exception':
+      return { kind: 'error', message: `unhandled guest exception ${ev.exception} (error code ${ev.errorCode})` };
+    case 'unknown':
+      return { kind: 'unknown', exitReason: ev.exitReason };
+    case 'run-error':
+      return { kind: 'error', message: ev.error.message };
+    case 'handler-error':
+      return { kind: 'error', message: `device emulation failed: ${ev.error instanceof Error ? ev.error.message : String(ev.error)}` };
+  }
+}
+
+export class KvmAccelerator implements Accelerator {
+  readonly name = 'kvm';
+  private kvmHandle: Kvm | undefined;
+  private supported: KvmCpuidEntry2[] | undefined;
+
+  constructor(private readonly path?: string) {}
+
+  /** Opens /dev/kvm on first use; the error names the device and what to do. */
+  get kvm(): Kvm {
+    if (this.kvmHandle === undefined) {
+      this.kvmHandle = this.path === undefined ? Kvm.open() : Kvm.open(this.path);
+      for (const [cap, name] of [
+        [KVM_CAP_IRQCHIP, 'KVM_CAP_IRQCHIP'],
+        [KVM_CAP_PIT2, 'KVM_CAP_PIT2'],
+      ] as const) {
+        if (this.kvmHandle.checkExtension(cap) <= 0) {
+          throw new KvmAcceleratorError(`this host's KVM lacks ${name}, which tsvmm's pc machines need`);
+        }
+      }
+    }
+    return this.kvmHandle;
+  }
+
+  maxVcpus(): number {
+    return this.kvm.maxVcpus();
+  }
+
+  supportedCpuid(): KvmCpuidEntry2[] {
+    this.supported ??= this.kvm.supportedCpuid();
+    return this.supported;
+  }
+
+  createVm(config: AcceleratorVmConfig): AcceleratorVm {
+    return new KvmAcceleratorVm(this.kvm, config, this.supportedCpuid());
+  }
+}
+
+export function createKvmAccelerator(path?: string): KvmAccelerator {
+  return new KvmAccelerator(path);
+}
