@@ -11,6 +11,9 @@ import { ChildShutdown, type VmProcessStatus } from '../vm-process/channel.js';
 import { ProtocolError, vmNotFound } from './errors.js';
 import { VmProcessHandle, type VmLogEvent, type VmStateChangeEvent } from './vm-process-handle.js';
 
+/** How long vm/destroy waits for a VM to power off before killing its process. */
+const SHUTDOWN_GRACE_MS = 10_000;
+
 export interface SupervisorEvents {
   stateChanged: [string, VmStateChangeEvent];
   consoleOutput: [string, { port: string; data: string }];
@@ -80,10 +83,20 @@ export class VmSupervisor extends EventEmitter<SupervisorEvents> {
   async destroy(vmId: string): Promise<VmState> {
     const h = this.get(vmId);
     if (h.alive && h.state !== 'shutdown' && h.state !== 'crashed') {
+      // A wedged VM process must not wedge vm/destroy: after the grace period it is killed.
+      let timer: NodeJS.Timeout | undefined;
+      const grace = new Promise<void>((resolve) => {
+        timer = setTimeout(() => {
+          h.kill('SIGKILL');
+          resolve();
+        }, SHUTDOWN_GRACE_MS);
+      });
       try {
-        await h.request(ChildShutdown);
+        await Promise.race([h.request(ChildShutdown), grace]);
       } catch {
         // The process may be wedged or already gone: ending it below is what matters.
+      } finally {
+        clearTimeout(timer);
       }
     }
     await h.destroy();
