@@ -157,7 +157,7 @@ export const KVM_SETTABLE_REGARDLESS: readonly { feature: string; when: string; 
 ];
 
 /** Features the `host` model never turns on by itself (QEMU no_autoenable_flags and unmigratable flags). */
-const HOST_NO_AUTOENABLE = new Set(['ht', 'cmp-legacy', 'topoext', 'invtsc', 'kvm-hint-dedicated', 'kvm-msi-ext-dest-id']);
+const HOST_NO_AUTOENABLE = new Set(['ht', 'cmp-legacy', 'topoext', 'invtsc', 'kvm-hint-dedicated']);
 
 /** CPUID 0x80000001 EDX bits that repeat leaf 1 EDX on AMD: fpu…apic, mtrr…pse36, mmx, fxsr (QEMU CPUID_EXT2_AMD_ALIASES). */
 export const AMD_EXT2_ALIASES = 0x0183f3ff;
@@ -256,7 +256,13 @@ export function planCpuid(input: CpuidPlanInput): CpuidPlan {
     const ext = cpuidRegisterValue(supported, 0x80000000, 0, 'eax');
     xlevel = ext >= 0x80000000 ? ext : 0;
     physBits = hostPhysBits || DEFAULT_PHYS_BITS;
-    for (const feat of allCpuFeatures()) if (!HOST_NO_AUTOENABLE.has(feat.name) && hostHas(feat)) features.add(feat);
+    // What KVM lists, plus what it lets a VMM set (tsc-deadline with the capability, x2apic, …), as QEMU's host model.
+    const ctx: FilterContext = { host, irqchip, threadsPerPkg: topo.cores * topo.threads };
+    for (const feat of allCpuFeatures()) {
+      if (HOST_NO_AUTOENABLE.has(feat.name)) continue;
+      const allowed = (supportedWord(feat.word) | settableMask(feat.word, ctx)) & ~restrictedMask(feat.word, irqchip);
+      if ((allowed & feat.mask) >>> 0 === feat.mask) features.add(feat);
+    }
   } else {
     assertCpuModel(def);
     ({ vendor, family, model, stepping, modelId, level, xlevel } = def);
