@@ -7,7 +7,13 @@ import 'reflect-metadata';
 import { Command, CommanderError, Option } from 'commander';
 import { errorCauses, EXIT_VMM_ERROR, TsvmmError } from '@tsvmm/core';
 import { normalizeQemuArgs } from './argv.js';
+import { imgCommand } from './img.js';
 import { runVm, type RunOptions } from './run.js';
+
+/** Subcommands that parse their own arguments (they mirror other tools' flags). */
+const RAW_SUBCOMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
+  img: imgCommand,
+};
 import { serveCommand } from './server/serve-cmd.js';
 import { ctlCommand } from './ctl.js';
 import { protocolCommand } from './protocol-cmd.js';
@@ -56,10 +62,19 @@ export function buildProgram(setStatus: (status: number) => void): Command {
   program.addCommand(serveCommand(setStatus));
   program.addCommand(ctlCommand(setStatus));
   program.addCommand(protocolCommand());
+  program.command('img').description('create, inspect, check, convert and modify disk images (qemu-img flags; `tsvmm img --help`)');
   return program;
 }
 
 export async function main(argv: string[]): Promise<number> {
+  const raw = argv[0] !== undefined ? RAW_SUBCOMMANDS[argv[0]] : undefined;
+  if (raw !== undefined) {
+    try {
+      return await raw(argv.slice(1));
+    } catch (err) {
+      return fail(err);
+    }
+  }
   let status = 0;
   const program = buildProgram((s) => {
     status = s;
