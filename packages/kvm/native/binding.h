@@ -93,6 +93,13 @@ struct tsvmm_vm {
 	uint32_t scan_from;      /* round-robin start for claim_pending */
 	_Atomic uint64_t pending[TSVMM_PENDING_WORDS];
 	atomic_uint draining;    /* JS thread is dispatching or polling exits */
+	/* Adaptive poll budget (JS thread only), see vm_poll. */
+	uint64_t poll_ns, poll_min_ns, poll_max_ns;
+	uint64_t idle_since_ns; /* when the last poll gave up; 0 while draining */
+	/* CPU the JS thread last polled on, and the vCPU it completed last: a
+	 * spinner whose partner is queued on its own CPU yields instead. */
+	atomic_int main_cpu;
+	struct tsvmm_vcpu *last_completed;
 	atomic_uint wake_posted; /* a wake call is queued on `wake` */
 	napi_threadsafe_function wake; /* NULL while no vCPU thread exists */
 };
@@ -140,12 +147,14 @@ struct tsvmm_vcpu {
 
 	pthread_t thread;
 	bool thread_live; /* created and not yet joined (JS thread's view) */
-	uint64_t spin_ns; /* how long the vCPU thread spins before FUTEX_WAIT */
+	/* Adaptive spin before FUTEX_WAIT (vCPU thread only), see wait_completion. */
+	uint64_t spin_ns, spin_min_ns, spin_max_ns;
 
 	atomic_uint handoff;
 	atomic_uint control;
 	atomic_uint post_kind;
 	atomic_uint post_seq;
+	atomic_int cpu; /* CPU the vCPU thread posted from */
 	int run_errno;
 	uint64_t stats[STAT_COUNT];
 };

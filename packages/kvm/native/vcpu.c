@@ -33,6 +33,7 @@
 
 #include <errno.h>
 #include <linux/futex.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +41,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 static const napi_type_tag VCPU_TAG = {0x7473766d6d2d766dULL, 0x4b564d5f56435055ULL};
@@ -94,11 +96,15 @@ static void futex_wake(atomic_uint *word) {
 
 static inline void cpu_relax(void) { __builtin_ia32_pause(); }
 
+/* Far longer than a JS handler normally takes (a few microseconds). */
+#define YIELD_AFTER_NS 50000u
+
 /* ---- handoff, vCPU thread side -------------------------------------------- */
 
 /* vCPU thread. */
 static void post(struct tsvmm_vcpu *v, unsigned kind) {
 	struct tsvmm_vm *vm = v->vm;
+	atomic_store_explicit(&v->cpu, sched_getcpu(), memory_order_relaxed);
 	atomic_store_explicit(&v->post_kind, kind, memory_order_relaxed);
 	atomic_fetch_add_explicit(&v->post_seq, 1, memory_order_relaxed);
 	atomic_store(&v->handoff, HANDOFF_POSTED);
@@ -111,16 +117,35 @@ static void post(struct tsvmm_vcpu *v, unsigned kind) {
 	}
 }
 
-/* vCPU thread: returns once JS completed the post or a stop was requested. */
+/*
+ * vCPU thread: returns once the JS thread completed the post. It never
+ * leaves on its own (not even for a stop): only the JS thread moves
+ * handoff back to RUNNING, so a completion can never hit a later post.
+ */
 static void wait_completion(struct tsvmm_vcpu *v) {
 	uint64_t spin = v->spin_ns;
 	if (spin > 0) {
-		uint64_t deadline = monotonic_ns() + spin;
+		int me = atomic_load_explicit(&v->cpu, memory_order_relaxed);
+		uint64_t start = monotonic_ns(), deadline = start + spin, next_yield = start + YIELD_AFTER_NS;
 		for (unsigned i = 1;; i++) {
 			if (atomic_load_explicit(&v->handoff, memory_order_acquire) == HANDOFF_RUNNING) return;
-			if ((i & 63) == 0) {
-				if (atomic_load(&v->control) & CONTROL_STOP) return;
-				if (monotonic_ns() >= deadline) break;
+			if ((i & 15) == 0) {
+				/*
+				 * On a loaded host the JS thread may be queued on this very
+				 * CPU, and spinning would only delay the completion we wait
+				 * for: yield to it. The timed yield covers a JS thread that
+				 * moved without us noticing; sched_yield() returns at once
+				 * when nothing else is runnable here.
+				 */
+				bool queued_here = atomic_load_explicit(&v->vm->main_cpu, memory_order_relaxed) == me;
+				uint64_t now = (i & 63) == 0 || queued_here ? monotonic_ns() : 0;
+				if (now != 0 && now >= deadline) break;
+				if (queued_here || (now != 0 && now >= next_yield)) {
+					sched_yield();
+					me = sched_getcpu();
+					atomic_store_explicit(&v->cpu, me, memory_order_relaxed);
+					next_yield = now + YIELD_AFTER_NS;
+				}
 			}
 			cpu_relax();
 		}
@@ -130,10 +155,16 @@ static void wait_completion(struct tsvmm_vcpu *v) {
 	    expected == HANDOFF_RUNNING)
 		return;
 	v->stats[STAT_SLEEPS]++;
-	/* Stop sets CONTROL_STOP before it completes: see one or the other. */
-	while (atomic_load(&v->handoff) == HANDOFF_SLEEPING) {
-		if (atomic_load(&v->control) & CONTROL_STOP) return;
-		futex_wait(&v->handoff, HANDOFF_SLEEPING);
+	uint64_t slept_from = monotonic_ns();
+	while (atomic_load(&v->handoff) == HANDOFF_SLEEPING) futex_wait(&v->handoff, HANDOFF_SLEEPING);
+	/* Same adaptation as the JS thread's poll (vm.c, vm_adapt_poll): a short
+	 * sleep means a longer spin would have avoided the futex round trip. */
+	uint64_t slept = monotonic_ns() - slept_from;
+	if (slept < v->spin_max_ns) {
+		uint64_t grown = v->spin_ns < 1000 ? 1000 : v->spin_ns * 2;
+		v->spin_ns = grown > v->spin_max_ns ? v->spin_max_ns : grown;
+	} else {
+		v->spin_ns = v->spin_ns / 2 < v->spin_min_ns ? v->spin_min_ns : v->spin_ns / 2;
 	}
 }
 
@@ -199,6 +230,7 @@ bool vcpu_complete(struct tsvmm_vcpu *v, int64_t seq) {
 	/* Only the JS thread completes, so a posted vCPU stays on this post. */
 	if (seq >= 0 && (uint32_t)seq != atomic_load(&v->post_seq)) return false;
 	if (atomic_exchange(&v->handoff, HANDOFF_RUNNING) == HANDOFF_SLEEPING) futex_wake(&v->handoff);
+	v->vm->last_completed = v;
 	return true;
 }
 
@@ -207,6 +239,11 @@ static void kick(struct tsvmm_vcpu *v) {
 	if (v->thread_live) pthread_kill(v->thread, kick_signal);
 }
 
+/*
+ * Releases the post the thread waits on, if any. A post made after this
+ * (an exit that was already on its way) is completed by the JS dispatcher,
+ * which completes every post of a stopping vCPU unseen, or by vcpu_join.
+ */
 void vcpu_request_stop(struct tsvmm_vcpu *v) {
 	if (!v->thread_live) return;
 	atomic_fetch_or(&v->control, CONTROL_STOP);
@@ -214,9 +251,29 @@ void vcpu_request_stop(struct tsvmm_vcpu *v) {
 	vcpu_complete(v, -1);
 }
 
+/*
+ * Joins the thread after vcpu_request_stop. Returns at once when the thread
+ * posted ENDED; otherwise keeps completing and kicking until it ends, so the
+ * synchronous paths (close, environment teardown) cannot hang on a post
+ * nobody will dispatch any more.
+ */
 void vcpu_join(struct tsvmm_vcpu *v) {
 	if (!v->thread_live) return;
-	pthread_join(v->thread, NULL);
+	for (;;) {
+		struct timespec deadline;
+		clock_gettime(CLOCK_REALTIME, &deadline);
+		deadline.tv_nsec += 2000000;
+		if (deadline.tv_nsec >= 1000000000) {
+			deadline.tv_sec++;
+			deadline.tv_nsec -= 1000000000;
+		}
+		int err = pthread_timedjoin_np(v->thread, NULL, &deadline);
+		if (err != ETIMEDOUT) break;
+		if (atomic_load(&v->control) & CONTROL_STOP) {
+			vcpu_complete(v, -1);
+			kick(v);
+		}
+	}
 	v->thread_live = false;
 }
 
@@ -245,6 +302,7 @@ void vcpu_close_resources(struct tsvmm_vcpu *v, bool detach_buffer) {
 
 static void vcpu_forget(struct tsvmm_vcpu *v) {
 	struct tsvmm_vm *vm = v->vm;
+	if (vm->last_completed == v) vm->last_completed = NULL;
 	if (vm->vcpus[v->index] == v) {
 		vm->vcpus[v->index] = NULL;
 		atomic_fetch_and(&vm->pending[v->index / 64], ~(1ULL << (v->index % 64)));
@@ -310,6 +368,7 @@ static napi_value js_vcpu_create(napi_env env, napi_callback_info info) {
 	v->run = run;
 	v->run_size = vm->run_mmap_size;
 	atomic_init(&v->handoff, HANDOFF_RUNNING);
+	atomic_init(&v->cpu, -1);
 
 	napi_value handle;
 	if (napi_create_external(env, v, vcpu_finalize, NULL, &handle) != napi_ok) {
@@ -354,20 +413,21 @@ static napi_value js_vcpu_run_buffer(napi_env env, napi_callback_info info) {
 	return ab;
 }
 
-/* vcpuStart(vcpu, spinNs): starts the vCPU thread (vmWakeStart first). */
+/* vcpuStart(vcpu, spinMinNs, spinMaxNs): starts the vCPU thread (vmWakeStart first). */
 static napi_value js_vcpu_start(napi_env env, napi_callback_info info) {
-	napi_value argv[2];
+	napi_value argv[3];
 	struct tsvmm_vcpu *v;
-	uint32_t spin_ns;
-	if (!get_args(env, info, 2, argv) || !unwrap_vcpu(env, argv[0], &v) ||
-	    !arg_u32(env, argv[1], "spinNs", &spin_ns))
+	uint32_t spin_min_ns, spin_max_ns;
+	if (!get_args(env, info, 3, argv) || !unwrap_vcpu(env, argv[0], &v) ||
+	    !arg_u32(env, argv[1], "spinMinNs", &spin_min_ns) || !arg_u32(env, argv[2], "spinMaxNs", &spin_max_ns))
 		return NULL;
 	if (v->thread_live) return throw_state_error(env, "ERR_KVM_VCPU_RUNNING", "vCPU %u is already started", v->id);
 	if (v->vm->wake == NULL)
 		return throw_state_error(env, "ERR_KVM_NO_WAKE", "vmWakeStart must be called before vcpuStart");
 	if (kick_signal_number() < 0) return throw_errno(env, "install vCPU kick signal", "sigaction", kick_errno);
 
-	v->spin_ns = spin_ns;
+	v->spin_min_ns = v->spin_ns = spin_min_ns;
+	v->spin_max_ns = spin_max_ns < spin_min_ns ? spin_min_ns : spin_max_ns;
 	atomic_store(&v->control, 0);
 	atomic_store(&v->handoff, HANDOFF_RUNNING);
 	__atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_RELAXED);

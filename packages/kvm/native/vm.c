@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
@@ -19,6 +20,8 @@
 #define PAGE_SIZE 4096u
 /* The JS thread must never block for long: a poll spins at most this long. */
 #define MAX_POLL_BUDGET_NS 500000u
+/* Far longer than an exit round trip normally takes (~8 us on the dev host). */
+#define YIELD_AFTER_NS 50000u
 
 static const napi_type_tag VM_TAG = {0x7473766d6d2d766dULL, 0x4b564d5f564d0001ULL};
 
@@ -102,6 +105,9 @@ static napi_value js_vm_create(napi_env env, napi_callback_info info) {
 	vm->fd = fd;
 	vm->run_mmap_size = (size_t)mmap_size;
 	vm->env = env;
+	vm->poll_min_ns = vm->poll_ns = 20000;
+	vm->poll_max_ns = 200000;
+	atomic_init(&vm->main_cpu, -1);
 
 	napi_value handle;
 	if (napi_create_external(env, vm, vm_finalize, NULL, &handle) != napi_ok) {
@@ -242,77 +248,134 @@ int32_t vm_claim_pending(struct tsvmm_vm *vm) {
 }
 
 /*
- * Spins up to budget_ns for a post from any vCPU. On giving up it clears
+ * Spins up to vm->poll_ns for a post from any vCPU. On giving up it clears
  * `draining` and checks once more: a vCPU posts (seq_cst) before reading
  * `draining`, the JS thread clears `draining` (seq_cst) before its last
  * check, so either the vCPU sees draining == 0 and wakes us through the
  * threadsafe function, or we see its post here. No post is lost.
  */
-static int32_t vm_poll(struct tsvmm_vm *vm, uint64_t budget_ns) {
+static int32_t vm_poll(struct tsvmm_vm *vm) {
 	int32_t token = vm_claim_pending(vm);
 	if (token >= 0) return token;
-	if (budget_ns > MAX_POLL_BUDGET_NS) budget_ns = MAX_POLL_BUDGET_NS;
+	uint64_t budget_ns = vm->poll_ns;
 	if (budget_ns > 0) {
-		uint64_t deadline = monotonic_ns() + budget_ns;
+		int me = sched_getcpu();
+		atomic_store_explicit(&vm->main_cpu, me, memory_order_relaxed);
+		struct tsvmm_vcpu *partner = vm->last_completed;
+		uint64_t start = monotonic_ns(), deadline = start + budget_ns, next_yield = start + YIELD_AFTER_NS;
 		for (unsigned i = 1;; i++) {
 			cpu_relax();
 			token = vm_claim_pending(vm);
 			if (token >= 0) return token;
-			if ((i & 15) == 0 && monotonic_ns() >= deadline) break;
+			if ((i & 15) == 0) {
+				uint64_t now = monotonic_ns();
+				if (now >= deadline) break;
+				/*
+				 * Spinning only helps while the vCPU thread runs on another
+				 * CPU. If it last ran on this one it is queued behind us:
+				 * yield to it (vcpu.c does the same for the JS thread).
+				 * The timed yield covers a thread we failed to place.
+				 */
+				bool queued_here = partner != NULL &&
+				                   atomic_load_explicit(&partner->cpu, memory_order_relaxed) == me;
+				if (queued_here || now >= next_yield) {
+					sched_yield();
+					me = sched_getcpu();
+					atomic_store_explicit(&vm->main_cpu, me, memory_order_relaxed);
+					next_yield = now + YIELD_AFTER_NS;
+				}
+			}
 		}
 	}
 	atomic_store(&vm->draining, 0);
 	token = vm_claim_pending(vm);
-	if (token >= 0) atomic_store(&vm->draining, 1);
-	return token;
-}
-
-static bool arg_budget(napi_env env, napi_value value, uint64_t *out) {
-	uint32_t ns;
-	if (!arg_u32(env, value, "budgetNs", &ns)) return false;
-	*out = ns;
-	return true;
-}
-
-/* vmDrainBegin(vm, budgetNs): token | -1 -- called from the wake callback */
-static napi_value js_vm_drain_begin(napi_env env, napi_callback_info info) {
-	napi_value argv[2];
-	struct tsvmm_vm *vm;
-	uint64_t budget;
-	if (!get_args(env, info, 2, argv) || !unwrap_vm(env, argv[0], &vm) || !arg_budget(env, argv[1], &budget))
-		return NULL;
-	atomic_store(&vm->draining, 1);
-	atomic_store(&vm->wake_posted, 0);
-	return make_i32(env, vm_poll(vm, budget));
-}
-
-/* vmPoll(vm, budgetNs): token | -1 -- JS must be draining (after vmDrainBegin) */
-static napi_value js_vm_poll(napi_env env, napi_callback_info info) {
-	napi_value argv[2];
-	struct tsvmm_vm *vm;
-	uint64_t budget;
-	if (!get_args(env, info, 2, argv) || !unwrap_vm(env, argv[0], &vm) || !arg_budget(env, argv[1], &budget))
-		return NULL;
-	return make_i32(env, vm_poll(vm, budget));
+	if (token >= 0) {
+		atomic_store(&vm->draining, 1);
+		return token;
+	}
+	vm->idle_since_ns = monotonic_ns();
+	return -1;
 }
 
 /*
- * vmCompleteAndPoll(vm, index, budgetNs): token | -1 -- the hot path: one
- * native call per exit completes the current post of vCPU `index` and waits
- * for the next post of any vCPU.
+ * Adapts the poll budget the way KVM's halt polling does
+ * (Documentation/virt/kvm/halt-polling.rst): a wake that arrives soon after
+ * the poll gave up means a longer poll would have caught it, so double the
+ * budget (up to the maximum); a wake after a long idle stretch means the
+ * guest went quiet, so halve it (down to the minimum). This keeps the fast
+ * path after a hiccup (a preempted thread, a GC pause) instead of settling
+ * into wake-per-exit, where every exit pays two cross-CPU wakeups.
  */
-static napi_value js_vm_complete_and_poll(napi_env env, napi_callback_info info) {
+static void vm_adapt_poll(struct tsvmm_vm *vm) {
+	if (vm->idle_since_ns == 0) return;
+	uint64_t gap = monotonic_ns() - vm->idle_since_ns;
+	vm->idle_since_ns = 0;
+	if (gap < vm->poll_max_ns) {
+		uint64_t grown = vm->poll_ns < 1000 ? 1000 : vm->poll_ns * 2;
+		vm->poll_ns = grown > vm->poll_max_ns ? vm->poll_max_ns : grown;
+	} else {
+		vm->poll_ns = vm->poll_ns / 2 < vm->poll_min_ns ? vm->poll_min_ns : vm->poll_ns / 2;
+	}
+}
+
+/* vmSetPollBudget(vm, minNs, maxNs): bounds of the adaptive poll budget. */
+static napi_value js_vm_set_poll_budget(napi_env env, napi_callback_info info) {
 	napi_value argv[3];
 	struct tsvmm_vm *vm;
+	uint32_t min_ns, max_ns;
+	if (!get_args(env, info, 3, argv) || !unwrap_vm(env, argv[0], &vm) || !arg_u32(env, argv[1], "minNs", &min_ns) ||
+	    !arg_u32(env, argv[2], "maxNs", &max_ns))
+		return NULL;
+	if (max_ns > MAX_POLL_BUDGET_NS) max_ns = MAX_POLL_BUDGET_NS;
+	if (min_ns > max_ns) min_ns = max_ns;
+	vm->poll_min_ns = min_ns;
+	vm->poll_max_ns = max_ns;
+	vm->poll_ns = min_ns;
+	return make_undefined(env);
+}
+
+/* vmPollBudget(vm): the current adaptive budget in ns (diagnostics). */
+static napi_value js_vm_poll_budget(napi_env env, napi_callback_info info) {
+	napi_value argv[1];
+	struct tsvmm_vm *vm;
+	if (!get_args(env, info, 1, argv) || !unwrap_vm(env, argv[0], &vm)) return NULL;
+	return make_double(env, (double)vm->poll_ns);
+}
+
+/* vmDrainBegin(vm): token | -1 -- called from the wake callback */
+static napi_value js_vm_drain_begin(napi_env env, napi_callback_info info) {
+	napi_value argv[1];
+	struct tsvmm_vm *vm;
+	if (!get_args(env, info, 1, argv) || !unwrap_vm(env, argv[0], &vm)) return NULL;
+	atomic_store(&vm->draining, 1);
+	atomic_store(&vm->wake_posted, 0);
+	vm_adapt_poll(vm);
+	return make_i32(env, vm_poll(vm));
+}
+
+/* vmPoll(vm): token | -1 -- while draining (after vmDrainBegin) */
+static napi_value js_vm_poll(napi_env env, napi_callback_info info) {
+	napi_value argv[1];
+	struct tsvmm_vm *vm;
+	if (!get_args(env, info, 1, argv) || !unwrap_vm(env, argv[0], &vm)) return NULL;
+	return make_i32(env, vm_poll(vm));
+}
+
+/*
+ * vmCompleteAndPoll(vm, index): token | -1 -- the hot path: one native call
+ * per exit completes the current post of vCPU `index` and waits for the
+ * next post of any vCPU.
+ */
+static napi_value js_vm_complete_and_poll(napi_env env, napi_callback_info info) {
+	napi_value argv[2];
+	struct tsvmm_vm *vm;
 	uint32_t index;
-	uint64_t budget;
-	if (!get_args(env, info, 3, argv) || !unwrap_vm(env, argv[0], &vm) ||
-	    !arg_u32(env, argv[1], "index", &index) || !arg_budget(env, argv[2], &budget))
+	if (!get_args(env, info, 2, argv) || !unwrap_vm(env, argv[0], &vm) || !arg_u32(env, argv[1], "index", &index))
 		return NULL;
 	if (index >= TSVMM_MAX_VCPUS || vm->vcpus[index] == NULL)
 		return throw_type_error(env, "no vCPU with index %u", index);
 	vcpu_complete(vm->vcpus[index], -1);
-	return make_i32(env, vm_poll(vm, budget));
+	return make_i32(env, vm_poll(vm));
 }
 
 struct wake_context {
@@ -443,6 +506,8 @@ void register_vm_functions(napi_env env, napi_value exports) {
 		{"vmClearDirtyLog", NULL, js_vm_clear_dirty_log, NULL, NULL, NULL, napi_enumerable, NULL},
 		{"vmDrainBegin", NULL, js_vm_drain_begin, NULL, NULL, NULL, napi_enumerable, NULL},
 		{"vmPoll", NULL, js_vm_poll, NULL, NULL, NULL, napi_enumerable, NULL},
+		{"vmSetPollBudget", NULL, js_vm_set_poll_budget, NULL, NULL, NULL, napi_enumerable, NULL},
+		{"vmPollBudget", NULL, js_vm_poll_budget, NULL, NULL, NULL, napi_enumerable, NULL},
 		{"vmCompleteAndPoll", NULL, js_vm_complete_and_poll, NULL, NULL, NULL, napi_enumerable, NULL},
 		{"vmWakeStart", NULL, js_vm_wake_start, NULL, NULL, NULL, napi_enumerable, NULL},
 		{"vmWakeStop", NULL, js_vm_wake_stop, NULL, NULL, NULL, napi_enumerable, NULL},
