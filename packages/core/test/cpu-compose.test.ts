@@ -236,7 +236,9 @@ describe('topology in the CPUID leaves', () => {
     expect(leaf(r.entries, 0xb, 0)).to.include({ eax: 1, ebx: 2, ecx: 0x100, edx: 5 });
     expect(leaf(r.entries, 0xb, 1)).to.include({ eax: 2, ebx: 4, ecx: 0x201, edx: 5 });
     const l1d = leaf(r.entries, 4, 0).eax;
-    expect([l1d >>> 26, (l1d >>> 14) & 0xfff]).to.deep.equal([1, 1]); // 2 cores, L1 shared by 2 threads
+    // QEMU 7.2: cores - 1 in 31:26; sharing IDs - 1 in 25:14 are 0 for L1, threads for L2, the package for L3
+    expect([l1d >>> 26, (l1d >>> 14) & 0xfff]).to.deep.equal([1, 0]);
+    expect((leaf(r.entries, 4, 2).eax >>> 14) & 0xfff, 'L2 shared by the 2 threads of a core').to.equal(1);
     expect((leaf(r.entries, 4, 3).eax >>> 14) & 0xfff, 'L3 shared by the package').to.equal(3);
     expect(leaf(r.entries, 0x80000008).ecx).to.equal((2 << 12) | 3);
   });
@@ -250,7 +252,9 @@ describe('topology in the CPUID leaves', () => {
     expect(plain.warnings.join('\n')).to.match(/doesn't support hyperthreading/);
     expect(findCpuidEntry(plain.entries, 0x8000001e)).to.equal(undefined);
 
-    const topoext = compose(model, amd, { topology: t, modifiers: ['+topoext'] });
+    // as in QEMU, +topoext does not raise Opteron_G5's xlevel (0x8000001A); the leaves need xlevel=0x8000001e
+    expect(findCpuidEntry(compose(model, amd, { topology: t, modifiers: ['+topoext'] }).entries, 0x8000001e)).to.equal(undefined);
+    const topoext = compose(model, amd, { topology: t, modifiers: ['+topoext', 'xlevel=0x8000001e'] });
     expect(leaf(topoext.entries, 0x80000000).eax).to.equal(0x8000001e);
     expect(leaf(topoext.entries, 0x8000001e)).to.include({ eax: 5, ebx: 0x100, ecx: 1 });
     expect(leaf(topoext.entries, 0x8000001d, 0).eax).to.equal(0x121 | (1 << 14));
@@ -287,10 +291,16 @@ describe('+feat / -feat modifiers', () => {
     expect(hasBit(r.entries, 7, 0, 'ebx', 3)).to.equal(true);
   });
 
-  it('level= beyond what the host knows is clamped with a warning', async () => {
+  it('level= beyond what the host knows is kept, with a warning', async () => {
     const r = compose(await cpuModel('Haswell'), pvm, { modifiers: ['level=0xff'] });
-    expect(leaf(r.entries, 0).eax).to.equal(0x24);
-    expect(r.warnings.join('\n')).to.match(/level=0xff is above/);
+    expect(leaf(r.entries, 0).eax).to.equal(0xff);
+    expect(r.warnings.join('\n')).to.match(/level=0xff is above the highest basic leaf this host's KVM knows \(0x24\)/);
+  });
+
+  it('level= below what enabled features need is taken as given (QEMU: an explicit level wins)', async () => {
+    const r = compose(await cpuModel('Haswell'), intel, { modifiers: ['level=4'] });
+    expect(leaf(r.entries, 0).eax).to.equal(4);
+    expect(findCpuidEntry(r.entries, 7)).to.equal(undefined);
   });
 
   it('phys-bits above the host is refused', async () => {

@@ -8,7 +8,7 @@
  * (descriptor table) and leaf 4 (deterministic cache parameters); AMD APM
  * Vol. 3 E.4.4/E.4.5 (0x80000005/6) and E.4.15 (0x8000001D).
  */
-import type { ApicIdLayout } from './topology.js';
+import type { ApicIdLayout, CpuTopology } from './topology.js';
 
 export interface CacheInfo {
   /** 1 data, 2 instruction, 3 unified (leaf 4 EAX[4:0]) */
@@ -59,8 +59,20 @@ export const AMD_CACHES = {
  */
 export const LEAF2 = { eax: 0x00000001, ebx: 0, edxNoL3: 0x002c307d, l3Descriptor: 0x4d } as const;
 
-function maxSharingIds(c: CacheInfo, layout: ApicIdLayout): number {
-  return (1 << (c.shareLevel === 'core' ? layout.coreOffset : layout.pkgOffset)) - 1;
+/**
+ * "Maximum number of addressable IDs for logical processors sharing this
+ * cache" (EAX[25:14], value + 1), as QEMU 7.2 fills it: L1 0 (QEMU only
+ * counts sharing threads for L1 from 9.1 on, machine-type dependent), L2 the
+ * threads of a core, L3 the package's APIC ID space. 0x8000001D counts L1/L2
+ * per core and L3 as cores · threads (QEMU 7.2 encode_cache_cpuid8000001d).
+ */
+function sharingIds(c: CacheInfo, layout: ApicIdLayout, topo: CpuTopology, leaf: 4 | 0x8000001d): number {
+  if (leaf === 4) {
+    if (c.level === 1) return 0;
+    if (c.shareLevel === 'core') return topo.threads - 1;
+    return (1 << layout.pkgOffset) - 1;
+  }
+  return c.shareLevel === 'core' ? topo.threads - 1 : topo.cores * topo.threads - 1;
 }
 
 function geometry(c: CacheInfo): { ebx: number; ecx: number; edx: number } {
@@ -71,18 +83,19 @@ function geometry(c: CacheInfo): { ebx: number; ecx: number; edx: number } {
   };
 }
 
-/** One leaf 4 subleaf (SDM: EAX[31:26] max core IDs in the package, EAX[25:14] max IDs sharing the cache). */
-export function encodeLeaf4(c: CacheInfo, layout: ApicIdLayout): { eax: number; ebx: number; ecx: number; edx: number } {
-  const maxCoreIds = (1 << (layout.pkgOffset - layout.coreOffset)) - 1;
-  const eax = c.type | (c.level << 5) | (c.selfInit ? 1 << 8 : 0) | (maxSharingIds(c, layout) << 14) | (maxCoreIds << 26);
+/**
+ * One leaf 4 subleaf. EAX[31:26] is cores per package - 1, as QEMU 7.2 reports
+ * it (newer QEMU rounds up to a power of two, the addressable ID count).
+ */
+export function encodeLeaf4(c: CacheInfo, layout: ApicIdLayout, topo: CpuTopology): { eax: number; ebx: number; ecx: number; edx: number } {
+  const eax = c.type | (c.level << 5) | (c.selfInit ? 1 << 8 : 0) | (sharingIds(c, layout, topo, 4) << 14) | ((topo.cores - 1) << 26);
   return { eax: eax >>> 0, ...geometry(c) };
 }
 
-/** One 0x8000001D subleaf (APM: no core count; EDX keeps only WBINVD/INVD and inclusive, bits 1:0). */
-export function encode8000001d(c: CacheInfo, layout: ApicIdLayout): { eax: number; ebx: number; ecx: number; edx: number } {
-  const eax = c.type | (c.level << 5) | (c.selfInit ? 1 << 8 : 0) | (maxSharingIds(c, layout) << 14);
-  const g = geometry(c);
-  return { eax: eax >>> 0, ebx: g.ebx, ecx: g.ecx, edx: g.edx & 3 };
+/** One 0x8000001D subleaf (APM: no core count; EDX as leaf 4's, which QEMU 7.2 passes unmasked). */
+export function encode8000001d(c: CacheInfo, layout: ApicIdLayout, topo: CpuTopology): { eax: number; ebx: number; ecx: number; edx: number } {
+  const eax = c.type | (c.level << 5) | (c.selfInit ? 1 << 8 : 0) | (sharingIds(c, layout, topo, 0x8000001d) << 14);
+  return { eax: eax >>> 0, ...geometry(c) };
 }
 
 /** APM associativity encoding of 0x80000006 (full = 0xF). */

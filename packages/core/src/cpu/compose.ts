@@ -335,24 +335,22 @@ export function planCpuid(input: CpuidPlanInput): CpuidPlan {
       else if (w.leaf >= 0x80000000) xlevel = Math.max(xlevel, w.leaf);
     }
     if (features.has(f('svm'))) xlevel = Math.max(xlevel, 0x8000000a);
-    if (features.has(f('topoext'))) xlevel = Math.max(xlevel, 0x8000001e);
+    // topoext does not raise xlevel (QEMU 7.2 neither): models below 0x8000001E need xlevel=0x8000001e for leaves 0x8000001D/E.
   }
   const hostMaxBasic = cpuidRegisterValue(supported, 0, 0, 'eax');
   const hostMaxExt = cpuidRegisterValue(supported, 0x80000000, 0, 'eax');
+  // Explicit level=/xlevel= win. Leaves above what the host's KVM knows are still served (KVM answers
+  // from our table), so this only warns: the guest sees zeros there unless tsvmm builds the leaf.
   if (settings.level !== undefined) {
     level = settings.level;
-    const cap = Math.max(hostMaxBasic, def.passthrough ? 0 : def.level);
-    if (level > cap) {
-      warnings.push(`level=0x${level.toString(16)} is above the highest basic leaf this host's KVM knows (0x${hostMaxBasic.toString(16)}); using 0x${cap.toString(16)}`);
-      level = cap;
+    if (level > Math.max(hostMaxBasic, def.passthrough ? 0 : def.level)) {
+      warnings.push(`level=0x${level.toString(16)} is above the highest basic leaf this host's KVM knows (0x${hostMaxBasic.toString(16)}); leaves tsvmm does not build will read as zero`);
     }
   }
   if (settings.xlevel !== undefined) {
     xlevel = settings.xlevel;
-    const cap = Math.max(hostMaxExt, def.passthrough ? 0 : def.xlevel);
-    if (xlevel > cap) {
-      warnings.push(`xlevel=0x${xlevel.toString(16)} is above the highest extended leaf this host's KVM knows (0x${hostMaxExt.toString(16)}); using 0x${cap.toString(16)}`);
-      xlevel = cap;
+    if (xlevel > Math.max(hostMaxExt, def.passthrough ? 0 : def.xlevel)) {
+      warnings.push(`xlevel=0x${xlevel.toString(16)} is above the highest extended leaf this host's KVM knows (0x${hostMaxExt.toString(16)}); leaves tsvmm does not build will read as zero`);
     }
   }
   if (level < 7) levelFunc7 = 0;
@@ -556,11 +554,13 @@ function buildVcpu(s: BuildState, index: number): VcpuCpuid {
     if (amd) push(cpuidEntry(4, 0, {}, SIG), true);
     else {
       const caches = [INTEL_CACHES.l1d, INTEL_CACHES.l1i, INTEL_CACHES.l2, ...(s.settings.l3Cache ? [INTEL_CACHES.l3] : [])];
-      caches.forEach((c, i) => push(cpuidEntry(4, i, encodeLeaf4(c, layout), SIG), true));
+      caches.forEach((c, i) => push(cpuidEntry(4, i, encodeLeaf4(c, layout, s.topo), SIG), true));
       // the walk ends at the first subleaf with cache type 0; KVM keeps that entry too
       push(cpuidEntry(4, caches.length, {}, SIG), true);
     }
   }
+  // MONITOR/MWAIT leaf: QEMU always reports ECX = EMX | IBE ("enumeration supported, interrupts break MWAIT"), sizes 0.
+  if (s.level >= 5) push(cpuidEntry(5, 0, { ecx: 0b11 }));
   if (s.level >= 6) push(cpuidEntry(6, 0, { eax: w(6, undefined, 'eax') }));
   if (s.level >= 7) {
     push(cpuidEntry(7, 0, { eax: s.levelFunc7, ebx: w(7, 0, 'ebx'), ecx: w(7, 0, 'ecx'), edx: w(7, 0, 'edx') }, SIG), true);
@@ -610,7 +610,7 @@ function buildVcpu(s: BuildState, index: number): VcpuCpuid {
     }
     if (s.xlevel >= 0x8000001d) {
       const caches = [AMD_CACHES.l1d, AMD_CACHES.l1i, AMD_CACHES.l2, AMD_CACHES.l3];
-      caches.forEach((c, i) => push(cpuidEntry(0x8000001d, i, encode8000001d(c, layout), SIG), true));
+      caches.forEach((c, i) => push(cpuidEntry(0x8000001d, i, encode8000001d(c, layout, s.topo), SIG), true));
       push(cpuidEntry(0x8000001d, caches.length, {}, SIG), true);
     }
     if (s.xlevel >= 0x8000001e && ids.coreId <= 255) {
