@@ -60,6 +60,7 @@ describe('--cpu parsing', () => {
     expect(() => parse('Haswell,vendor=Intel')).to.throw(ConfigError, /vendor must be exactly 12/);
     expect(() => parse('Haswell,hv-spinlocks=10')).to.throw(ConfigError, /hv-spinlocks=10 must be between 0xfff and 0xffffffff/);
     expect(() => parse('Haswell,xlevel=5')).to.throw(ConfigError, /xlevel=0x5 must be 0 or at least 0x80000000/);
+    expect(() => parse('Haswell,+hv-spinlocks')).to.throw(ConfigError, /'\+hv-spinlocks': hv-spinlocks takes a value/);
   });
 
   it('rejects empty names, empty elements and control characters', () => {

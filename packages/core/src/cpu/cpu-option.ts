@@ -196,6 +196,7 @@ export function interpretCpuModifiers(modifiers: readonly string[]): CpuSettings
         prop.apply(s, sign === '+');
         continue;
       }
+      if (prop !== undefined) throw new ConfigError(`--cpu: ${quote(token)}: ${name} takes a value, e.g. ${name}=${prop.type === 'int' ? '0x1fff' : '...'}`);
       throw unknownName(token, name);
     }
     const eq = token.indexOf('=');
