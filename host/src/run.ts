@@ -13,6 +13,10 @@ import { fileURLToPath } from 'node:url';
 import {
   ConfigError,
   EXIT_VMM_ERROR,
+  formatCpuHelp,
+  hostCpuCapabilities,
+  listCpuModels,
+  loadCpuModels,
   Machine,
   machineDescriptionSchema,
   parseKeyValueList,
@@ -103,6 +107,8 @@ export function descriptionFromOptions(o: RunOptions): MachineDescription {
     desc.kernel = DEMO_KERNEL;
     desc.smp ??= 2;
     desc.memory ??= '128M';
+    // The demo shows this host's CPU rather than warning about what qemu64 asks and the host lacks.
+    desc.cpu ??= 'host';
   }
   if (o.kernel !== undefined) desc.kernel = o.kernel;
   if (o.append !== undefined) desc.append = o.append;
@@ -138,6 +144,13 @@ export async function printHelpListing(o: RunOptions, out: NodeJS.WritableStream
     await registry.loadAll('device');
     const defs = registry.definitions<DeviceTypeDefinition>('device').sort((a, b) => a.name.localeCompare(b.name));
     for (const d of defs) out.write(`${d.name.padEnd(20)} bus ${d.bus.padEnd(6)} ${d.hotpluggable ? 'hotplug' : '       '}  ${d.description}\n`);
+    return true;
+  }
+  if (o.cpu === 'help' || o.cpu === '?') {
+    const defs = await loadCpuModels(registry);
+    const host = createKvmAccelerator().hostCpuSupport();
+    const hostCaps = hostCpuCapabilities((cap) => host.checkExtension(cap), { irqchip: 'kernel', ...(host.modelId ? { modelId: host.modelId } : {}) });
+    out.write(formatCpuHelp(listCpuModels(defs, { supported: host.supportedCpuid, hostCaps })));
     return true;
   }
   if (o.machine === 'help' || o.machine === '?') {

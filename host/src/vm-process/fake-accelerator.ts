@@ -17,7 +17,16 @@
  * The acceptance tests use the real KVM accelerator; this one exists so the
  * rest of the control plane is testable anywhere.
  */
-import type { Accelerator, AcceleratorVm, AcceleratorVmConfig, CpuEntryState, ExitSink } from '@tsvmm/core';
+import { cpuidEntry, vendorRegisters, type Accelerator, type AcceleratorVm, type AcceleratorVmConfig, type CpuEntryState, type CpuidEntry, type ExitSink, type HostCpuSupport } from '@tsvmm/core';
+
+/** KVM_GET_SUPPORTED_CPUID of an imaginary plain 64-bit host (PPro-class leaf 1, SSE3, CX16, LM/NX/SYSCALL). */
+const FAKE_SUPPORTED_CPUID: CpuidEntry[] = [
+  cpuidEntry(0, 0, { eax: 0xd, ...vendorRegisters('GenuineIntel') }),
+  cpuidEntry(1, 0, { eax: 0x000306c3, ecx: 0x80202001, edx: 0x078bfbff }),
+  cpuidEntry(0x80000000, 0, { eax: 0x80000008 }),
+  cpuidEntry(0x80000001, 0, { ecx: 0x1, edx: 0x20100800 }),
+  cpuidEntry(0x80000008, 0, { eax: 0x3028 }),
+];
 
 const COM1 = 0x3f8;
 const LSR = COM1 + 5;
@@ -73,6 +82,10 @@ class FakeGuestVm implements AcceleratorVm {
 
   exitCounts(): Record<string, number> {
     return { ...this.counts };
+  }
+
+  vcpuCpuid(): CpuidEntry[] {
+    return [];
   }
 
   private booted = false;
@@ -182,6 +195,10 @@ export class FakeAccelerator implements Accelerator {
   readonly name = 'fake';
   maxVcpus(): number {
     return 8;
+  }
+  hostCpuSupport(): HostCpuSupport {
+    // A plain 64-bit host: enough for the generic models (qemu64, kvm64) to compose.
+    return { supportedCpuid: FAKE_SUPPORTED_CPUID, checkExtension: () => 0 };
   }
   createVm(config: AcceleratorVmConfig): AcceleratorVm {
     return new FakeGuestVm(config);

@@ -5,6 +5,9 @@
  * hands port and MMIO accesses to the machine's address spaces.
  */
 import type { CpuEntryState } from './boot/entry.js';
+import type { CpuidEntry } from './cpu/cpuid.js';
+import type { VcpuCpuid } from './cpu/compose.js';
+import type { KvmCapEnable } from './cpu/kvm-abi.js';
 import type { GuestRamRegion } from './guest-memory.js';
 import type { RamSlot } from './memory-map.js';
 
@@ -26,15 +29,20 @@ export interface ExitSink {
   event(vcpu: number, event: VcpuEvent): void;
 }
 
-export interface VcpuTopology {
-  /** APIC ID of each vCPU, by index */
-  apicIds: number[];
-}
-
 export interface AcceleratorVmConfig {
   ramSlots: RamSlot[];
-  cpus: number;
-  topology: VcpuTopology;
+  /** capabilities to enable on the VM before vCPUs exist */
+  vmCaps: KvmCapEnable[];
+  /** one entry per vCPU: APIC ID (the KVM vCPU id), CPUID table, per-vCPU caps and MSRs */
+  vcpus: VcpuCpuid[];
+}
+
+/** What the host can give guest CPUs: KVM_GET_SUPPORTED_CPUID and KVM_CHECK_EXTENSION. */
+export interface HostCpuSupport {
+  supportedCpuid: readonly CpuidEntry[];
+  checkExtension(cap: number): number;
+  /** the host CPU's brand string, for the `host` model */
+  modelId?: string;
 }
 
 export interface AcceleratorVm {
@@ -55,11 +63,14 @@ export interface AcceleratorVm {
   close(): void;
   /** counters for diagnostics and benchmarks */
   exitCounts(): Record<string, number>;
+  /** the CPUID table KVM holds for a vCPU (KVM_GET_CPUID2) */
+  vcpuCpuid(index: number): CpuidEntry[];
 }
 
 export interface Accelerator {
   readonly name: string;
   /** how many vCPUs the host recommends / allows */
   maxVcpus(): number;
+  hostCpuSupport(): HostCpuSupport;
   createVm(config: AcceleratorVmConfig): AcceleratorVm;
 }

@@ -12,9 +12,15 @@
 import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import type { Accelerator, AcceleratorVm, ExitSink, VcpuEvent } from './accelerator.js';
+import type { CpuidEntry } from './cpu/cpuid.js';
 import { AddressSpace } from './address-space.js';
 import { loadKernel, readBootFile, type LoadedKernel } from './boot/index.js';
 import { createChardev, type Chardev } from './chardev.js';
+import { planCpuid, type CpuidPlan } from './cpu/compose.js';
+import { parseCpuOption } from './cpu/cpu-option.js';
+import { hostCpuCapabilities } from './cpu/host-caps.js';
+import { findCpuModel, loadCpuModels } from './cpu/model.js';
+import { resolveSmp, type SmpConfig } from './cpu/topology.js';
 import type { Device, DeviceContext, DeviceTypeDefinition, MachineInfo, VirtualClock } from './device.js';
 import { ConfigError, TsvmmError, VmStateError } from './errors.js';
 import { FirmwareConfig, FwCfgKey } from './firmware-config.js';
@@ -86,12 +92,6 @@ export interface MachineOptions {
   chardevFactory?: (id: string, spec: string) => Chardev | undefined;
 }
 
-function smpCount(desc: MachineDescription): number {
-  const s = desc.smp;
-  if (s === undefined) return 1;
-  return typeof s === 'number' ? s : s.cpus;
-}
-
 export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [MachineExit] }> {
   readonly pio = new AddressSpace('pio', 0x10000);
   readonly mmio = new AddressSpace('mmio', 2 ** 52);
@@ -116,20 +116,21 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
     private readonly accel: AcceleratorVm,
     machineType: MachineTypeDefinition,
     layout: MemoryLayout,
+    readonly cpuPlan: CpuidPlan,
+    smp: SmpConfig,
     private readonly opts: Required<Pick<MachineOptions, 'registry' | 'accelerator'>> & { log: Logger; chardevFactory: (id: string, spec: string) => Chardev | undefined },
   ) {
     super();
     this.machineType = machineType;
     this.layout = layout;
     this.memory = new GuestMemory(accel.ram);
-    const cpus = smpCount(description);
     this.info = {
       machineType: machineType.name,
       ramSize: layout.ramSize,
       ramBelowFourGiB: layout.belowFourGiB,
       ramAboveFourGiB: layout.aboveFourGiB,
-      cpus,
-      maxCpus: typeof description.smp === 'object' ? (description.smp.maxcpus ?? cpus) : cpus,
+      cpus: smp.cpus,
+      maxCpus: smp.maxcpus,
       kernelCmdline: description.append ?? '',
     };
     // Pausing stops the guest's clock too; the clock starts when the machine first runs.
@@ -157,11 +158,27 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
 
     const ramSize = parseMemorySize(description.memory ?? DEFAULT_RAM);
     const layout = pcMemoryLayout(ramSize, machineType.memoryLayout);
-    const cpus = smpCount(description);
+    const smp = resolveSmp(description.smp);
+    const cpus = smp.cpus;
     const maxVcpus = Math.min(machineType.maxCpus, options.accelerator.maxVcpus());
-    if (cpus > maxVcpus) {
-      throw new ConfigError(`--smp ${cpus} is more than the ${maxVcpus} vCPUs this host and machine type allow`);
+    if (smp.maxcpus > maxVcpus) {
+      throw new ConfigError(`--smp ${smp.maxcpus} is more than the ${maxVcpus} vCPUs this host and machine type allow`);
     }
+    const cpuOption = parseCpuOption(description.cpu ?? machineType.defaultCpuModel);
+    if (cpuOption.kind === 'help') throw new ConfigError("'help' is not a CPU model", { hint: "run 'tsvmm run --cpu help' on its own" });
+    const cpuModels = await loadCpuModels(registry);
+    const host = options.accelerator.hostCpuSupport();
+    const cpuPlan = planCpuid({
+      model: findCpuModel(cpuModels, cpuOption.model),
+      modifiers: cpuOption.modifiers,
+      supported: host.supportedCpuid,
+      hostCaps: hostCpuCapabilities((cap) => host.checkExtension(cap), {
+        irqchip: 'kernel',
+        ...(host.modelId !== undefined ? { modelId: host.modelId } : {}),
+      }),
+      topology: smp,
+    });
+    for (const w of cpuPlan.warnings) log.warn(w);
     if (description.kernel === undefined) {
       throw new ConfigError('no kernel given', { hint: 'tsvmm boots kernels directly: pass --kernel FILE (multiboot or bzImage), or --demo' });
     }
@@ -169,10 +186,10 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
 
     const accel = options.accelerator.createVm({
       ramSlots: layout.slots,
-      cpus,
-      topology: { apicIds: Array.from({ length: cpus }, (_, i) => i) },
+      vmCaps: cpuPlan.vmCapsToEnable,
+      vcpus: Array.from({ length: cpus }, (_, i) => cpuPlan.forVcpu(i)),
     });
-    const machine = new Machine(description, accel, machineType, layout, {
+    const machine = new Machine(description, accel, machineType, layout, cpuPlan, smp, {
       registry,
       accelerator: options.accelerator,
       log,
@@ -208,6 +225,11 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
 
   exitCounts(): Record<string, number> {
     return this.accel.exitCounts();
+  }
+
+  /** The CPUID table KVM holds for a vCPU. */
+  vcpuCpuid(index: number): CpuidEntry[] {
+    return this.accel.vcpuCpuid(index);
   }
 
   readonly clock: VirtualClock = {

@@ -24,7 +24,28 @@ import { createContainer,
   type MachineExit,
   type MachineTypeDefinition,
   type StateChange,
+  type CpuidEntry,
+  type CpuModelDefinition,
+  type HostCpuSupport,
+  parseCpuidTable,
 } from '../src/index.js';
+
+const pvmHost = parseCpuidTable(
+  (JSON.parse(fs.readFileSync(new URL('../../test/fixtures/cpuid/pvm-dev-host-2026.json', import.meta.url), 'utf8')) as { supported: unknown }).supported,
+);
+
+const genericModel: CpuModelDefinition = {
+  name: 'generic',
+  version: 1,
+  vendor: 'GenuineIntel',
+  family: 6,
+  model: 6,
+  stepping: 3,
+  modelId: 'Generic test CPU',
+  level: 0xd,
+  xlevel: 0x80000008,
+  features: ['fpu', 'tsc', 'msr', 'apic', 'cmov', 'sse', 'sse2', 'lm', 'nx', 'syscall'],
+};
 
 class FakeVm implements AcceleratorVm {
   readonly ram;
@@ -63,6 +84,9 @@ class FakeVm implements AcceleratorVm {
   exitCounts(): Record<string, number> {
     return {};
   }
+  vcpuCpuid(): CpuidEntry[] {
+    return [];
+  }
 }
 
 class FakeAccelerator implements Accelerator {
@@ -70,6 +94,9 @@ class FakeAccelerator implements Accelerator {
   vm: FakeVm | undefined;
   maxVcpus(): number {
     return 8;
+  }
+  hostCpuSupport(): HostCpuSupport {
+    return { supportedCpuid: pvmHost, checkExtension: () => 0 };
   }
   createVm(cfg: AcceleratorVmConfig): FakeVm {
     this.vm = new FakeVm(cfg);
@@ -123,7 +150,7 @@ const testMachine: MachineTypeDefinition = {
   isDefault: true,
   description: 'test board',
   memoryLayout: { maxRamBelowFourGiB: 0xe0000000, gigabyteAlign: true },
-  defaultCpuModel: 'host',
+  defaultCpuModel: 'generic',
   maxCpus: 4,
   boardDevices: [{ driver: 'doorbell', id: 'bell' }],
   compatProps: {},
@@ -157,6 +184,7 @@ describe('Machine', () => {
     const c = createContainer();
     c.register(PluginTokens.device, { useValue: doorbellType });
     c.register(PluginTokens.chipset, { useValue: testMachine });
+    c.register(PluginTokens['cpu-model'], { useValue: genericModel });
     registry = PluginRegistry.create({ container: c, noDiscovery: true });
   });
   afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));

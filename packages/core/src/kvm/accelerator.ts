@@ -25,7 +25,8 @@ import {
   type VcpuEvent as KvmVcpuEvent,
   type Vm,
 } from '@tsvmm/kvm';
-import type { Accelerator, AcceleratorVm, AcceleratorVmConfig, ExitSink, VcpuEvent } from '../accelerator.js';
+import * as fs from 'node:fs';
+import type { Accelerator, AcceleratorVm, AcceleratorVmConfig, ExitSink, HostCpuSupport, VcpuEvent } from '../accelerator.js';
 import type { CpuEntryState } from '../boot/entry.js';
 import type { GuestRamRegion } from '../guest-memory.js';
 import { KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR } from '../memory-map.js';
@@ -35,15 +36,6 @@ export class KvmAcceleratorError extends TsvmmError {
   constructor(message: string, options?: { hint?: string; cause?: unknown }) {
     super('E_KVM', message, options);
   }
-}
-
-/** CPUID leaves the accelerator fixes per vCPU on top of a table (APIC IDs). */
-function withApicId(table: readonly KvmCpuidEntry2[], apicId: number): KvmCpuidEntry2[] {
-  return table.map((e) => {
-    if (e.function === 1) return { ...e, ebx: ((e.ebx & 0x00ffffff) | (apicId << 24)) >>> 0 };
-    if (e.function === 0xb || e.function === 0x1f) return { ...e, edx: apicId };
-    return { ...e };
-  });
 }
 
 const CR0_PE = 1n;
@@ -84,7 +76,6 @@ class KvmAcceleratorVm implements AcceleratorVm {
   constructor(
     private readonly kvm: Kvm,
     private readonly config: AcceleratorVmConfig,
-    private readonly cpuidTable: readonly KvmCpuidEntry2[],
   ) {
     this.guestRams = config.ramSlots.map((s, i) => GuestRam.allocate(s.size, { name: `tsvmm-ram${i}` }));
     this.ram = config.ramSlots.map((s, i) => ({ gpa: s.gpa, size: s.size, buffer: (this.guestRams[i] as GuestRam).buffer }));
@@ -110,9 +101,13 @@ class KvmAcceleratorVm implements AcceleratorVm {
       this.config.ramSlots.forEach((s, i) => {
         vm.setUserMemoryRegion({ slot: i, guestPhysAddr: s.gpa, ram: this.guestRams[i] as GuestRam });
       });
-      this.vcpus = this.config.topology.apicIds.map((apicId) => {
-        const vcpu = vm.createVcpu(apicId);
-        vcpu.setCpuid2(withApicId(this.cpuidTable, apicId));
+      for (const c of this.config.vmCaps) vm.enableCap(c.cap, c.args);
+      this.vcpus = this.config.vcpus.map((plan) => {
+        const vcpu = vm.createVcpu(plan.apicId);
+        for (const c of plan.kvmCapsToEnable) vcpu.enableCap(c.cap, c.args);
+        vcpu.setCpuid2(plan.entries);
+        // PV MSRs (kvmclock, steal time, async PF...) start disabled, as after a reset.
+        if (plan.msrs.length) vcpu.setMsrs(plan.msrs.map((m) => ({ index: m.index, data: m.data })));
         return vcpu;
       });
       for (const [gsi, level] of this.irqLevels) if (level) vm.irqLine(gsi, true);
@@ -207,6 +202,12 @@ class KvmAcceleratorVm implements AcceleratorVm {
     return out;
   }
 
+  vcpuCpuid(index: number): KvmCpuidEntry2[] {
+    const v = this.vcpus[index];
+    if (v === undefined) throw new KvmAcceleratorError(`no vCPU ${index}`);
+    return v.getCpuid2();
+  }
+
   private onEvent(vcpu: Vcpu, ev: KvmVcpuEvent): void {
     const index = this.vcpus.indexOf(vcpu);
     const mapped = mapEvent(ev);
@@ -238,6 +239,16 @@ function mapEvent(ev: KvmVcpuEvent): VcpuEvent {
   }
 }
 
+/** The host CPU's brand string from /proc/cpuinfo, for the `host` CPU model. */
+function hostModelName(): string | undefined {
+  try {
+    const m = /^model name\s*:\s*(.*)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'));
+    return m?.[1]?.trim();
+  } catch {
+    return undefined;
+  }
+}
+
 export class KvmAccelerator implements Accelerator {
   readonly name = 'kvm';
   private kvmHandle: Kvm | undefined;
@@ -265,13 +276,19 @@ export class KvmAccelerator implements Accelerator {
     return this.kvm.maxVcpus();
   }
 
-  supportedCpuid(): KvmCpuidEntry2[] {
+  hostCpuSupport(): HostCpuSupport {
     this.supported ??= this.kvm.supportedCpuid();
-    return this.supported;
+    const kvm = this.kvm;
+    const modelId = hostModelName();
+    return {
+      supportedCpuid: this.supported,
+      checkExtension: (cap: number) => kvm.checkExtension(cap),
+      ...(modelId !== undefined ? { modelId } : {}),
+    };
   }
 
   createVm(config: AcceleratorVmConfig): AcceleratorVm {
-    return new KvmAcceleratorVm(this.kvm, config, this.supportedCpuid());
+    return new KvmAcceleratorVm(this.kvm, config);
   }
 }
 
