@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { EventFd, isKvmSystemError, KVM_IRQCHIP_IOAPIC, KvmStateError } from '../src/index.js';
 import { kvmIoctl } from '../src/requests.js';
-import { createTestVm, kvm } from './harness.js';
+import { closeLeftoverVms, createTestVm, kvm } from './harness.js';
 
 function catchError(fn: () => unknown): unknown {
   try {
@@ -12,7 +12,12 @@ function catchError(fn: () => unknown): unknown {
   throw new Error('expected an error');
 }
 
+
 describe('errors', () => {
+
+
+  afterEach(closeLeftoverVms);
+
   it('names the ioctl and the errno of a failed call', () => {
     const vm = kvm().createVm();
     try {

@@ -16,7 +16,7 @@ import {
 } from '../src/index.js';
 import { GuestCode } from './guest-code.js';
 import { CODE_ADDR } from './guest-setup.js';
-import { createTestVm, loadCode, runUntilEvent } from './harness.js';
+import { closeLeftoverVms, createTestVm, loadCode, runUntilEvent } from './harness.js';
 
 const O = KVM_RUN_OFFSETS;
 
@@ -27,7 +27,12 @@ function fakeRun(exitReason: number, fill: (v: DataView) => void): DataView {
   return view;
 }
 
+
 describe('vCPU events', () => {
+
+
+  afterEach(closeLeftoverVms);
+
   it('reports a triple fault as shutdown', async () => {
     // An IDT with limit 0 turns #UD into #GP, #DF and then a triple fault.
     // (Protected mode only: kvm_pvm's real-mode emulation ignores the IDT

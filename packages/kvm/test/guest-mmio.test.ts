@@ -5,7 +5,7 @@
 import { expect } from 'chai';
 import { GuestRam, KVM_MEM_READONLY } from '../src/index.js';
 import { GuestCode } from './guest-code.js';
-import { createTestVm, readLe, runUntilEvent, writeLe } from './harness.js';
+import { closeLeftoverVms, createTestVm, readLe, runUntilEvent, writeLe } from './harness.js';
 
 const MMIO_BASE = 0xd000_0000;
 const ECHO_PORT = 0x21;
@@ -17,7 +17,12 @@ interface MmioAccess {
   value: number;
 }
 
+
 describe('MMIO exits', () => {
+
+
+  afterEach(closeLeftoverVms);
+
   it('hands a write and a read of unmapped memory to the mmio handler', async () => {
     const code = new GuestCode(32)
       .movMemImm32(MMIO_BASE, 0xdeadbeef)

@@ -5,7 +5,7 @@
  */
 import { expect } from 'chai';
 import { GuestCode } from './guest-code.js';
-import { createTestVm, readLe, runUntilEvent, writeLe } from './harness.js';
+import { closeLeftoverVms, createTestVm, readLe, runUntilEvent, writeLe } from './harness.js';
 import type { PioAccess } from './harness.js';
 
 const DATA_PORT = 0x10;
@@ -22,10 +22,14 @@ function echo(bits: 16 | 32, size: 1 | 2 | 4): GuestCode {
   return new GuestCode(bits).movDx(IN_PORT).inDx(size).movDx(ECHO_PORT).outDx(size).hlt();
 }
 
+
 for (const mode of ['protected', 'real'] as const) {
   const bits = mode === 'protected' ? 32 : 16;
 
   describe(`PIO exits in ${mode} mode`, () => {
+
+    afterEach(closeLeftoverVms);
+
     it('hands every OUT to the pio handler with port, size and value, then reports hlt', async () => {
       const t = createTestVm(countdown(bits, 50), { mode });
       try {
@@ -76,6 +80,9 @@ for (const mode of ['protected', 'real'] as const) {
 }
 
 describe('PIO handlers returning promises', () => {
+
+  afterEach(closeLeftoverVms);
+
   it('resumes the vCPU only when the promise settles, with the value written meanwhile', async () => {
     const t = createTestVm(echo(32, 4));
     try {

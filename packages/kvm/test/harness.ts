@@ -32,6 +32,17 @@ export interface TestVmOptions {
   ramFlags?: number;
 }
 
+const openVms = new Set<TestVm>();
+
+/**
+ * Closes VMs a failed or timed-out test left open (mocha abandons a pending
+ * test body, so its `finally` never runs); use as `afterEach(closeLeftoverVms)`.
+ * Closing stops and joins vCPU threads, so the test process can exit.
+ */
+export function closeLeftoverVms(): void {
+  for (const t of openVms) t.close();
+}
+
 export function createTestVm(code: GuestCode | undefined, options: TestVmOptions = {}): TestVm {
   const vm = kvm().createVm();
   try {
@@ -47,7 +58,17 @@ export function createTestVm(code: GuestCode | undefined, options: TestVmOptions
       if (options.mode === 'real') enterRealMode(first);
       else enterFlatProtectedMode(first);
     }
-    return { vm, ram, vcpus, close: () => vm.close() };
+    const t: TestVm = {
+      vm,
+      ram,
+      vcpus,
+      close: () => {
+        openVms.delete(t);
+        vm.close();
+      },
+    };
+    openVms.add(t);
+    return t;
   } catch (err) {
     vm.close();
     throw err;
@@ -99,6 +120,23 @@ export function runUntilEvent(
         resolve({ vcpu, event });
       },
     });
+  });
+}
+
+/** Rejects with a message naming `what` unless `promise` settles within timeoutMs. */
+export function withTimeout<T>(promise: Promise<T>, timeoutMs: number, what: string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)), timeoutMs);
+    promise.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (err: unknown) => {
+        clearTimeout(timer);
+        reject(err instanceof Error ? err : new Error(String(err)));
+      },
+    );
   });
 }
 
