@@ -408,7 +408,7 @@ export class ThrottledBlockDevice implements BlockDevice {
   resize(newSize: number): Promise<void> {
     return this.child.resize(newSize);
   }
-  check(opts: { repair?: 'leaks' | 'all' }): Promise<CheckResult> {
+  async check(opts: { repair?: 'leaks' | 'all' }): Promise<CheckResult> {
     if (this.child.check === undefined) {
       throw new ThrottleError(`format '${this.child.format}' of '${this.filename}' does not support check`);
     }
