@@ -167,6 +167,8 @@ export class Uart16550a implements Device, BusDevice {
   private hostHead = 0;
   private hostCount = 0;
   private droppedInput = 0;
+  /** the last write to the chardev failed (warn once per run of failures) */
+  private outputFailed = false;
 
   private range: BusRange | undefined;
   private ctx: DeviceContext | undefined;
@@ -333,9 +335,23 @@ export class Uart16550a implements Device, BusDevice {
     this.thrEmptyInterrupt = false;
     this.updateInterrupt();
     if (this.loopback) this.receiveByte(value);
-    else this.backend?.write(Uint8Array.of(value));
+    else this.sendToHost(value);
     this.thrEmptyInterrupt = true;
     this.updateInterrupt();
+  }
+
+  /** A host that cannot take output (a closed pipe) loses it; the guest must not be able to stop the VMM that way. */
+  private sendToHost(value: number): void {
+    if (this.backend === undefined) return;
+    try {
+      this.backend.write(Uint8Array.of(value));
+      this.outputFailed = false;
+    } catch (err) {
+      if (!this.outputFailed) {
+        this.log.warn(`serial port '${this.id}': output to chardev '${this.backend.id}' failed; dropping it`, { error: (err as Error).message });
+      }
+      this.outputFailed = true;
+    }
   }
 
   private writeInterruptEnable(value: number): void {

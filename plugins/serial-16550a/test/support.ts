@@ -88,9 +88,11 @@ export function fakeMachine(opts: { chardevs?: string[]; memory?: GuestMemory; m
   const clock = new FakeClock();
   const chardevs = new Map((opts.chardevs ?? []).map((id) => [id, new RecordingChardev(id)]));
   const lines = new Map<number, IrqLine>();
-  const m: FakeMachine = { pio, irqs, clock, chardevs, resets: [], shutdowns: [], exits: [], ctx: undefined as unknown as DeviceContext };
+  const resets: string[] = [];
+  const shutdowns: string[] = [];
+  const exits: { status: number; reason: string }[] = [];
   const ramSize = 128 * 1024 * 1024;
-  m.ctx = {
+  const ctx: DeviceContext = {
     pio,
     mmio: new AddressSpace('mmio', 2 ** 52),
     memory: opts.memory ?? new GuestMemory([{ gpa: 0, size: 0x10000, buffer: new SharedArrayBuffer(0x10000) }]),
@@ -107,11 +109,11 @@ export function fakeMachine(opts: { chardevs?: string[]; memory?: GuestMemory; m
       return line;
     },
     chardev: (id: string) => chardevs.get(id),
-    requestReset: (reason: string) => void m.resets.push(reason),
-    requestShutdown: (reason: string) => void m.shutdowns.push(reason),
-    requestExit: (status: number, reason: string) => void m.exits.push({ status, reason }),
+    requestReset: (reason: string) => void resets.push(reason),
+    requestShutdown: (reason: string) => void shutdowns.push(reason),
+    requestExit: (status: number, reason: string) => void exits.push({ status, reason }),
   };
-  return m;
+  return { ctx, pio, irqs, clock, chardevs, resets, shutdowns, exits };
 }
 
 export function outb(pio: AddressSpace, port: number, value: number): void {

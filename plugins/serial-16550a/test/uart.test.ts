@@ -172,6 +172,19 @@ describe('isa-serial (16550A)', () => {
       expect(m.irqs.level(4)).to.equal(true);
     });
 
+    it('a chardev that fails to write does not stop the guest; later output still goes out', () => {
+      const { m, host } = rig();
+      const write = host.write.bind(host);
+      host.write = () => {
+        throw new Error('EPIPE');
+      };
+      expect(() => outb(m.pio, THR, 0x41)).not.to.throw();
+      host.write = write;
+      outb(m.pio, THR, 0x42);
+      expect(host.output).to.deep.equal([0x42]);
+      expect(inb(m.pio, LSR) & LSR_THRE).to.equal(LSR_THRE);
+    });
+
     it('a THRE interrupt does not show while ETBEI is clear', () => {
       const { m } = rig();
       outb(m.pio, THR, 0x41);
