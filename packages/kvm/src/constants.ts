@@ -71,6 +71,7 @@ export const KVM_CAP_CLOCKSOURCE = 8;
 export const KVM_CAP_TSC_DEADLINE_TIMER = 72;
 export const KVM_CAP_X86_DISABLE_EXITS = 143;
 export const KVM_CAP_DIRTY_LOG_RING_ACQ_REL = 223;
+export const KVM_CAP_ENFORCE_PV_FEATURE_CPUID = 190;
 
 // Exit reasons (api.rst section 5, "The kvm_run structure")
 export const KVM_EXIT_UNKNOWN = 0;
