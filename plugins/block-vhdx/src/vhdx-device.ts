@@ -706,6 +706,14 @@ export class VhdxDevice implements BlockDevice {
         const { state, offset } = this.payloadEntry(oldBlocks - 1);
         if (state === PayloadState.FullyPresent) await this.file.write(offset + (tailStart % bs), new Uint8Array(tailEnd - tailStart));
       }
+      // Entries past the old end were never validated: whatever the BAT region
+      // held there is cleared before it can mean anything.
+      const oldEntries = batEntriesFor(this.size, bs, ss, this.params.hasParent);
+      const newEntries = batEntriesFor(newSize, bs, ss, this.params.hasParent);
+      for (let i = oldEntries; i < newEntries; i++) {
+        setBatEntry(this.batView, i, 0, 0);
+        this.dirtyBatSectors.add(Math.floor((i * 8) / LOG_SECTOR));
+      }
       if (this.params.leaveBlockAllocated && !this.params.hasParent) {
         for (let b = oldBlocks; b < Math.ceil(newSize / bs); b++) this.setPayloadEntry(b, PayloadState.FullyPresent, await this.allocateBlock());
       }

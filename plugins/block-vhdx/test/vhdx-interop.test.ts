@@ -99,15 +99,19 @@ describe('vhdx: images tsvmm writes pass qemu-img check and compare', function (
     });
   }
 
-  it('a grown dynamic image keeps its data and passes qemu-img check', async () => {
+  for (const subformat of ['dynamic', 'fixed']) {
+  it(`a grown ${subformat} image keeps its data and passes qemu-img check`, async () => {
     const s = scratchDir('vhdx');
     try {
       const img = s.file('g.vhdx');
-      await createVhdx({ filename: img, size: 10 * MiB, options: { block_size: '1M' } });
+      await createVhdx({ filename: img, size: 10 * MiB + 512, options: { block_size: '1M', subformat } });
       const dev = await VhdxDevice.open({ filename: img });
       const model = new Uint8Array(30 * MiB);
       await randomOps(dev, model.subarray(0, dev.size), 5, 10);
       await dev.resize(30 * MiB);
+      const tail = new Uint8Array(20 * MiB - 512);
+      await dev.read(10 * MiB + 512, tail);
+      expect(tail.every((x) => x === 0), 'the grown part reads as zeroes').to.equal(true);
       await randomOps(dev, model, 6, 10);
       await dev.close();
       qemuCheckClean(img);
@@ -117,6 +121,7 @@ describe('vhdx: images tsvmm writes pass qemu-img check and compare', function (
       s.cleanup();
     }
   });
+  }
 });
 
 describe('vhdx: images qemu-img writes read identically in tsvmm', function () {

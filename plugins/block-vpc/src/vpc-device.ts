@@ -468,8 +468,11 @@ export class VpcDevice implements BlockDevice {
     const geometry = exact.size === newSize ? exact.geometry : { ...CHS_MAX };
     const next: Footer = { ...this.footer, currentSize: newSize, diskGeometry: geometry };
     if (this.dyn === undefined) {
+      // The new footer first; then the old one, now inside the disk, becomes zeroes.
       await this.file.write(newSize, serializeFooter(next));
       await this.file.truncate(newSize + FOOTER_SIZE);
+      await this.file.datasync();
+      await this.file.write(this.size, new Uint8Array(FOOTER_SIZE));
     } else {
       const capacity = this.dyn.header.maxTableEntries * this.dyn.blockSize;
       if (newSize > capacity) {

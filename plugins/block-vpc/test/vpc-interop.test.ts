@@ -74,6 +74,43 @@ describe('vpc: images tsvmm writes are read identically by qemu-img', function (
     });
   }
 
+  for (const [subformat, grown] of [['fixed', 9 * MiB], ['dynamic', 4 * MiB]] as const) {
+    it(`${subformat}: growing keeps the data, reads zeroes in the new part and qemu-img agrees`, async () => {
+      const s = scratchDir('vpc');
+      try {
+        const img = s.file('r.vhd');
+        await createVpc({ filename: img, size: 3 * MiB, options: { subformat, force_size: 'on' } });
+        const dev = await VpcDevice.open({ filename: img });
+        const model = new Uint8Array(grown);
+        await randomWrites(dev, model.subarray(0, dev.size), 42, 10);
+        if (subformat === 'dynamic') {
+          // the BAT of a 3 MiB disk has two 2 MiB blocks: 4 MiB is as far as it grows
+          let err: unknown;
+          try {
+            await dev.resize(9 * MiB);
+          } catch (e) {
+            err = e;
+          }
+          expect((err as Error).message).to.match(/BAT holds 2 blocks .* needs a new image/);
+        }
+        await dev.resize(grown);
+        expect(dev.size).to.equal(grown);
+        const tail = new Uint8Array(grown - 3 * MiB);
+        await dev.read(3 * MiB, tail);
+        expect(tail.every((x) => x === 0), 'the grown part reads as zeroes').to.equal(true);
+        await randomWrites(dev, model, 43, 10);
+        await dev.close();
+        const info = qemuImgJson<{ 'virtual-size': number }>(['info', '-f', 'vpc', img]);
+        expect(info['virtual-size']).to.equal(grown);
+        writeFileSync(s.file('expected.raw'), model);
+        const cmp = qemu('qemu-img', ['compare', '-f', 'vpc', '-F', 'raw', img, s.file('expected.raw')], { allowFail: true });
+        expect(cmp.status, cmp.stdout + cmp.stderr).to.equal(0);
+      } finally {
+        s.cleanup();
+      }
+    });
+  }
+
   it('rounds the size up to a CHS geometry exactly as qemu-img does', async () => {
     const s = scratchDir('vpc');
     try {
