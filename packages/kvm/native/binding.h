@@ -154,6 +154,7 @@ struct tsvmm_vcpu {
 	atomic_uint control;
 	atomic_uint post_kind;
 	atomic_uint post_seq;
+	uint32_t claimed_seq; /* post_seq of the post JS claimed last (JS thread) */
 	atomic_int cpu; /* CPU the vCPU thread posted from */
 	int run_errno;
 	uint64_t stats[STAT_COUNT];
@@ -171,6 +172,8 @@ void vm_release_wake(struct tsvmm_vm *vm);
 int32_t vm_claim_pending(struct tsvmm_vm *vm);
 
 /* vcpu.c */
+/* Completes post `seq` if it is still the vCPU's current post; seq -1
+ * completes whatever is current (stop paths only). */
 bool vcpu_complete(struct tsvmm_vcpu *vcpu, int64_t seq);
 /* Unmaps kvm_run (detaching its ArrayBuffer if asked) and closes the fd. */
 void vcpu_close_resources(struct tsvmm_vcpu *vcpu, bool detach_buffer);

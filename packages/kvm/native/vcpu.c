@@ -467,12 +467,17 @@ static napi_value js_vcpu_resume(napi_env env, napi_callback_info info) {
 	struct tsvmm_vcpu *v;
 	if (!get_args(env, info, 1, argv) || !unwrap_vcpu(env, argv[0], &v)) return NULL;
 	atomic_fetch_and(&v->control, ~CONTROL_PAUSE);
+	/* Only the PAUSED post: a stop may have released it and the thread moved on. */
+	uint32_t seq = atomic_load(&v->post_seq);
 	bool resumed = atomic_load(&v->handoff) != HANDOFF_RUNNING &&
-	               atomic_load_explicit(&v->post_kind, memory_order_relaxed) == POST_PAUSED && vcpu_complete(v, -1);
+	               atomic_load_explicit(&v->post_kind, memory_order_relaxed) == POST_PAUSED && vcpu_complete(v, seq);
 	return make_bool(env, resumed);
 }
 
-/* vcpuComplete(vcpu, seq): completes post `seq` (-1: the current one). */
+/*
+ * vcpuComplete(vcpu, seq): completes post `seq` (-1: the post JS claimed
+ * last) if the vCPU still waits on it.
+ */
 static napi_value js_vcpu_complete(napi_env env, napi_callback_info info) {
 	napi_value argv[2];
 	struct tsvmm_vcpu *v;
@@ -480,15 +485,16 @@ static napi_value js_vcpu_complete(napi_env env, napi_callback_info info) {
 	if (!get_args(env, info, 2, argv) || !unwrap_vcpu(env, argv[0], &v) ||
 	    napi_get_value_double(env, argv[1], &seq) != napi_ok)
 		return throw_type_error(env, "vcpuComplete(vcpu, seq: number)");
-	return make_bool(env, vcpu_complete(v, (int64_t)seq));
+	int64_t target = seq < 0 ? (int64_t)v->claimed_seq : (int64_t)seq;
+	return make_bool(env, vcpu_complete(v, target));
 }
 
-/* vcpuPostSeq(vcpu): sequence number of the current post (for async completion). */
+/* vcpuPostSeq(vcpu): sequence number of the post JS claimed last (for async completion). */
 static napi_value js_vcpu_post_seq(napi_env env, napi_callback_info info) {
 	napi_value argv[1];
 	struct tsvmm_vcpu *v;
 	if (!get_args(env, info, 1, argv) || !unwrap_vcpu(env, argv[0], &v)) return NULL;
-	return make_u32(env, atomic_load(&v->post_seq));
+	return make_u32(env, v->claimed_seq);
 }
 
 /* vcpuRequestStop(vcpu): the thread posts ENDED soon; join it then. */

@@ -241,6 +241,7 @@ int32_t vm_claim_pending(struct tsvmm_vm *vm) {
 			/* A post completed by stop/resume before JS saw it leaves a stale bit. */
 			if (vcpu == NULL || atomic_load(&vcpu->handoff) == HANDOFF_RUNNING) continue;
 			vm->scan_from = (index + 1) % (words * 64);
+			vcpu->claimed_seq = atomic_load(&vcpu->post_seq);
 			return (int32_t)(index << 4 | atomic_load_explicit(&vcpu->post_kind, memory_order_relaxed));
 		}
 	}
@@ -363,8 +364,9 @@ static napi_value js_vm_poll(napi_env env, napi_callback_info info) {
 
 /*
  * vmCompleteAndPoll(vm, index): token | -1 -- the hot path: one native call
- * per exit completes the current post of vCPU `index` and waits for the
- * next post of any vCPU.
+ * per exit completes the post of vCPU `index` that JS claimed (unless a
+ * stop already released it and the vCPU moved on) and waits for the next
+ * post of any vCPU.
  */
 static napi_value js_vm_complete_and_poll(napi_env env, napi_callback_info info) {
 	napi_value argv[2];
@@ -374,7 +376,8 @@ static napi_value js_vm_complete_and_poll(napi_env env, napi_callback_info info)
 		return NULL;
 	if (index >= TSVMM_MAX_VCPUS || vm->vcpus[index] == NULL)
 		return throw_type_error(env, "no vCPU with index %u", index);
-	vcpu_complete(vm->vcpus[index], -1);
+	struct tsvmm_vcpu *vcpu = vm->vcpus[index];
+	vcpu_complete(vcpu, vcpu->claimed_seq);
 	return make_i32(env, vm_poll(vm));
 }
 

@@ -65,7 +65,9 @@ export interface KvmBinding {
   vcpuStart(vcpu: VcpuHandle, spinMinNs: number, spinMaxNs: number): void;
   vcpuRequestPause(vcpu: VcpuHandle): boolean;
   vcpuResume(vcpu: VcpuHandle): boolean;
+  /** Completes post `seq` (-1: the one claimed last) if the vCPU still waits on it. */
   vcpuComplete(vcpu: VcpuHandle, seq: number): boolean;
+  /** Sequence number of the post claimed last. */
   vcpuPostSeq(vcpu: VcpuHandle): number;
   vcpuRequestStop(vcpu: VcpuHandle): void;
   vcpuJoin(vcpu: VcpuHandle): void;

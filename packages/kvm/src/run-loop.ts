@@ -229,8 +229,9 @@ export class VcpuRunner {
     }
   }
 
+  /** The handler is done; a stop or close it requested keeps its state. */
   private finishExit(): void {
-    this.state = this.pauseRequested ? 'pausing' : 'running';
+    if (this.state === 'exit') this.state = this.pauseRequested ? 'pausing' : 'running';
   }
 
   /** The vCPU thread waits for resume() or stop. */
