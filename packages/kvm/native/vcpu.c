@@ -22,6 +22,14 @@
  * without any system call; the common round trip is two cache-line
  * transfers each way plus the JS handler.
  *
+ * Both spins adapt like KVM halt polling (vm.c, vm_adapt_poll) and yield the
+ * CPU when the partner thread last ran on the same CPU: on a loaded host the
+ * two threads can share a CPU, and spinning would then only delay the other.
+ *
+ * Only the JS thread moves handoff back to RUNNING, and it completes only
+ * the post it claimed (claimed_seq), so a completion can never land on a
+ * later post, such as the ENDED a stop provokes.
+ *
  * Kicking a vCPU out of KVM_RUN (pause, stop): set kvm_run.immediate_exit,
  * then pthread_kill() a real-time signal whose handler does nothing and is
  * installed without SA_RESTART. If the signal lands before the thread enters

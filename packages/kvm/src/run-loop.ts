@@ -7,9 +7,10 @@
  *   `onWake`, which claims the first post.
  * - Draining: for each post the runner decodes kvm_run and calls the
  *   handler; a synchronous PIO/MMIO handler is completed together with the
- *   next poll in one native call (`vmCompleteAndPoll`), which spins up to
- *   `pollBudgetNs` for the next post from any vCPU. While draining, vCPU
- *   threads post without waking anybody.
+ *   next poll in one native call (`vmCompleteAndPoll`), which spins for the
+ *   next post from any vCPU for an adaptive budget within
+ *   [pollMinNs, pollMaxNs]. While draining, vCPU threads post without
+ *   waking anybody.
  * - After `sliceMs` of continuous exits the drain yields to the event loop
  *   with setImmediate (still marked draining, so no wake is needed) so that
  *   timers, I/O and RPC keep running under a busy guest.

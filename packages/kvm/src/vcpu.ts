@@ -17,7 +17,7 @@
  */
 import { kvmNative } from './native.js';
 import type { VcpuHandle } from './native.js';
-import { KvmStateError } from './errors.js';
+import { isKvmSystemError, KvmStateError } from './errors.js';
 import { decodeStats } from './exits.js';
 import type { VcpuExitStats } from './exits.js';
 import { kvmIoctl } from './requests.js';
@@ -172,7 +172,7 @@ export class Vcpu {
         this.ioctl('KVM_GET_CPUID2', bytes);
         return decodeCpuid2(bytes);
       } catch (err) {
-        if (capacity >= 4096 || (err as { code?: unknown }).code !== 'E2BIG') throw err;
+        if (capacity >= 4096 || !isKvmSystemError(err) || err.code !== 'E2BIG') throw err;
       }
     }
   }

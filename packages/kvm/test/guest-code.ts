@@ -82,11 +82,20 @@ export class GuestCode {
 
   /** jnz rel8 (75 cb) to a label defined earlier */
   jnz(label: string): this {
+    return this.emit(0x75, this.rel8(label));
+  }
+
+  /** jmp rel8 (EB cb) to a label defined earlier */
+  jmp(label: string): this {
+    return this.emit(0xeb, this.rel8(label));
+  }
+
+  private rel8(label: string): number {
     const target = this.labels.get(label);
     if (target === undefined) throw new Error(`unknown label ${label}`);
     const rel = target - (this.out.length + 2);
-    if (rel < -128 || rel > 127) throw new Error('jnz target out of rel8 range');
-    return this.emit(0x75, rel);
+    if (rel < -128 || rel > 127) throw new Error(`${label} is out of rel8 range`);
+    return rel;
   }
 
   /** jmp $ (EB FE): spin forever */

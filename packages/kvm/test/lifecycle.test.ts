@@ -4,7 +4,13 @@
  */
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { GuestRam } from '../src/index.js';
+import { GuestCode } from './guest-code.js';
+import { closeLeftoverVms, createTestVm, delay, kvm, withTimeout } from './harness.js';
 
 function runChild(mode: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const script = fileURLToPath(new URL('./fixtures/lifecycle-child.js', import.meta.url));
@@ -29,5 +35,58 @@ describe('process lifetime', () => {
     expect(r.stderr).to.equal('');
     expect(r.stdout).to.equal('out 42\ndone\n');
     expect(r.code).to.equal(0);
+  });
+});
+
+describe('garbage collection', () => {
+  function openFds(): number {
+    return readdirSync('/proc/self/fd').length;
+  }
+
+  it('closes the fds of a VM and its vCPUs that were dropped without close()', async () => {
+    setFlagsFromString('--expose-gc');
+    const gc: unknown = runInNewContext('gc');
+    if (typeof gc !== 'function') throw new Error('cannot reach gc()');
+    kvm(); // the shared /dev/kvm fd stays open
+    const before = openFds();
+    (() => {
+      const vm = kvm().createVm();
+      vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, ram: GuestRam.allocate(1 << 16) });
+      for (let id = 0; id < 2; id++) new DataView(vm.createVcpu(id).runView.buffer).getUint32(8, true);
+    })();
+    expect(openFds()).to.be.greaterThan(before);
+    for (let i = 0; i < 30 && openFds() > before; i++) {
+      (gc as () => void)();
+      await delay(10);
+    }
+    expect(openFds()).to.equal(before);
+  });
+});
+
+describe('event loop fairness', () => {
+  afterEach(closeLeftoverVms);
+
+  it('keeps timers firing while a guest floods the JS thread with exits', async () => {
+    // out dx, al; jmp back to the out: an exit every few microseconds, forever.
+    const t = createTestVm(new GuestCode(32).movDx(0x10).label('loop').outDx(1).jmp('loop'));
+    try {
+      let exits = 0;
+      t.vm.startVcpus({
+        pio() {
+          exits++;
+        },
+        mmio() {},
+        event() {},
+      });
+      const started = performance.now();
+      await withTimeout(delay(10), 2000, 'a 10 ms timer');
+      const late = performance.now() - started - 10;
+      expect(exits).to.be.greaterThan(100);
+      // Exit handling yields to the event loop every sliceMs (2 ms).
+      expect(late).to.be.lessThan(50);
+    } finally {
+      await t.vm.stopVcpus();
+      t.close();
+    }
   });
 });

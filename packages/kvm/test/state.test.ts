@@ -146,6 +146,19 @@ describe('vCPU and VM state', () => {
     vcpu.enableCap(KVM_CAP_ENFORCE_PV_FEATURE_CPUID, [1n]);
   });
 
+  it('accepts the VMX real-mode helper pages: TSS and identity map', () => {
+    const fresh = kvm().createVm();
+    try {
+      // Both must precede KVM_CREATE_VCPU; three pages and one page below 4 GiB.
+      fresh.setIdentityMapAddr(0xfffbc000);
+      fresh.setTssAddr(0xfffbd000);
+      fresh.createVcpu(0);
+      expect(() => fresh.setIdentityMapAddr(0xfffbc000)).to.throw(/^KVM_SET_IDENTITY_MAP_ADDR failed: EINVAL/);
+    } finally {
+      fresh.close();
+    }
+  });
+
   it('sets and reads the VM clock', () => {
     const clock = vm.getClock();
     vm.setClock({ ...clock, clock: 5_000_000_000n, flags: 0 });
