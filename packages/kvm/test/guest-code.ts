@@ -42,9 +42,9 @@ export class GuestCode {
     return this.bits === 32 ? [0x66] : [];
   }
 
-  /** mov eax/ecx/edx/ebx, imm32 (B8+r id) */
-  movReg32(reg: 'eax' | 'ecx' | 'edx' | 'ebx', imm: number): this {
-    const r = { eax: 0, ecx: 1, edx: 2, ebx: 3 }[reg];
+  /** mov eax/ecx/edx/ebx/esi/edi, imm32 (B8+r id) */
+  movReg32(reg: 'eax' | 'ecx' | 'edx' | 'ebx' | 'esi' | 'edi', imm: number): this {
+    const r = { eax: 0, ecx: 1, edx: 2, ebx: 3, esi: 6, edi: 7 }[reg];
     return this.emit(...this.op32(), 0xb8 + r, ...this.imm32(imm));
   }
 
@@ -73,6 +73,16 @@ export class GuestCode {
   inDx(size: 1 | 2 | 4): this {
     if (size === 1) return this.emit(0xec);
     return this.emit(...(size === 2 ? this.op16() : this.op32()), 0xed);
+  }
+
+  /** rep outsb (F3 6E): ecx bytes from ds:esi to port dx */
+  repOutsb(): this {
+    return this.emit(0xf3, 0x6e);
+  }
+
+  /** rep insb (F3 6C): ecx bytes from port dx to es:edi */
+  repInsb(): this {
+    return this.emit(0xf3, 0x6c);
   }
 
   /** dec ecx (48+r) */

@@ -79,6 +79,44 @@ for (const mode of ['protected', 'real'] as const) {
   });
 }
 
+describe('string PIO', () => {
+  afterEach(closeLeftoverVms);
+
+  it('calls the handler once per element of rep outsb and rep insb', async () => {
+    const SRC = 0x8000;
+    const DST = 0x9000;
+    const code = new GuestCode(32)
+      .movReg32('esi', SRC)
+      .movReg32('ecx', 5)
+      .movDx(DATA_PORT)
+      .repOutsb()
+      .movReg32('edi', DST)
+      .movReg32('ecx', 3)
+      .movDx(IN_PORT)
+      .repInsb()
+      .hlt();
+    const t = createTestVm(code);
+    try {
+      t.ram.bytes(SRC, 5).set([1, 2, 3, 4, 5]);
+      const outs: number[] = [];
+      let next = 0xa0;
+      const { event } = await runUntilEvent(t, {
+        pio(port, size, isWrite, data) {
+          expect(size).to.equal(1);
+          if (isWrite) outs.push(readLe(data));
+          else if (port === IN_PORT) writeLe(data, next++);
+        },
+      });
+      expect(event.kind).to.equal('hlt');
+      expect(outs).to.deep.equal([1, 2, 3, 4, 5]);
+      expect(Array.from(t.ram.bytes(DST, 3))).to.deep.equal([0xa0, 0xa1, 0xa2]);
+    } finally {
+      await t.vm.stopVcpus();
+      t.close();
+    }
+  });
+});
+
 describe('PIO handlers returning promises', () => {
 
   afterEach(closeLeftoverVms);

@@ -4,10 +4,11 @@
  */
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
-import { readdirSync, readlinkSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
+import { Worker } from 'node:worker_threads';
 import { GuestRam } from '../src/index.js';
 import { GuestCode } from './guest-code.js';
 import { closeLeftoverVms, createTestVm, delay, kvm, withTimeout } from './harness.js';
@@ -35,6 +36,34 @@ describe('process lifetime', () => {
     expect(r.stderr).to.equal('');
     expect(r.stdout).to.equal('out 42\ndone\n');
     expect(r.code).to.equal(0);
+  });
+});
+
+describe('environment teardown', () => {
+  function vcpuThreads(): number {
+    return readdirSync('/proc/self/task').filter((tid) => {
+      try {
+        return readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').startsWith('vcpu');
+      } catch {
+        return false;
+      }
+    }).length;
+  }
+
+  it('stops and joins the vCPU threads of a worker that is terminated mid-run', async () => {
+    const before = vcpuThreads();
+    const worker = new Worker(new URL('./fixtures/vm-worker.js', import.meta.url));
+    await withTimeout(
+      new Promise<void>((resolve, reject) => {
+        worker.once('message', () => resolve());
+        worker.once('error', reject);
+      }),
+      10_000,
+      'the worker guest to run',
+    );
+    expect(vcpuThreads()).to.equal(before + 1);
+    await withTimeout(worker.terminate(), 10_000, 'worker termination');
+    expect(vcpuThreads()).to.equal(before);
   });
 });
 
