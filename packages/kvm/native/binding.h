@@ -27,6 +27,8 @@
  */
 napi_value throw_errno(napi_env env, const char *operation, const char *syscall, int err);
 napi_value throw_type_error(napi_env env, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* describeErrno(errno): { code: 'ENOSPC', text: 'No space left on device' } */
+napi_value js_describe_errno(napi_env env, napi_callback_info info);
 /* A misuse of a handle (closed, wrong state): .code is the given code. */
 napi_value throw_state_error(napi_env env, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));

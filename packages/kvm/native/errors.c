@@ -26,6 +26,19 @@ static bool set_string(napi_env env, napi_value obj, const char *key, const char
 	       napi_set_named_property(env, obj, key, v) == napi_ok;
 }
 
+/* describeErrno(errno: number): { code, text } -- for errnos reported asynchronously */
+napi_value js_describe_errno(napi_env env, napi_callback_info info) {
+	napi_value argv[1], result;
+	int32_t err;
+	if (!get_args(env, info, 1, argv) || !arg_i32(env, argv[0], "errno", &err)) return NULL;
+	char name_buf[16], text[128];
+	const char *name = errno_name(err, name_buf, sizeof name_buf);
+	const char *desc = strerror_r(err, text, sizeof text);
+	NAPI_TRY(env, napi_create_object(env, &result));
+	if (!set_string(env, result, "code", name) || !set_string(env, result, "text", desc)) return NULL;
+	return result;
+}
+
 napi_value throw_errno(napi_env env, const char *operation, const char *syscall, int err) {
 	char name_buf[16], text[128], message[512];
 	const char *name = errno_name(err, name_buf, sizeof name_buf);

@@ -393,6 +393,7 @@ void register_ioctl_functions(napi_env env, napi_value exports) {
 		{"eventfdRead", NULL, js_eventfd_read, NULL, NULL, NULL, napi_enumerable, NULL},
 		{"eventfdWrite", NULL, js_eventfd_write, NULL, NULL, NULL, napi_enumerable, NULL},
 		{"pollReadable", NULL, js_poll_readable, NULL, NULL, NULL, napi_enumerable, NULL},
+		{"describeErrno", NULL, js_describe_errno, NULL, NULL, NULL, napi_enumerable, NULL},
 	};
 	napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

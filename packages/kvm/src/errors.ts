@@ -6,7 +6,7 @@
  * `<operation> failed: <CODE> (<text>)`, plus code, errno (negative, Node's
  * convention), syscall and operation. `isKvmSystemError` narrows to that shape.
  */
-import { getSystemErrorMap } from 'node:util';
+import { kvmNative } from './native.js';
 
 export interface KvmSystemError extends Error {
   /** errno name, e.g. 'EINVAL' */
@@ -73,9 +73,7 @@ export class KvmStateError extends Error {
  * asynchronously (a vCPU thread's failed KVM_RUN). `errnoValue` is positive.
  */
 export function systemErrorFromErrno(operation: string, syscall: string, errnoValue: number): KvmSystemError {
-  const known = getSystemErrorMap().get(-errnoValue);
-  const code = known?.[0] ?? `E${errnoValue}`;
-  const text = known?.[1] ?? 'unknown error';
+  const { code, text } = kvmNative.describeErrno(errnoValue);
   const err = new Error(`${operation} failed: ${code} (${text})`);
   return Object.assign(err, { code, errno: -errnoValue, syscall, operation });
 }

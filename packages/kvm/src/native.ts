@@ -35,6 +35,8 @@ export interface KvmBinding {
   eventfdRead(fd: number): bigint | null;
   eventfdWrite(fd: number, value: bigint): boolean;
   pollReadable(fd: number, timeoutMs: number): boolean;
+  /** errno name and strerror text, as in the addon's own error messages */
+  describeErrno(errnoValue: number): { code: string; text: string };
 
   vmCreate(kvmFd: number, type: number): VmHandle;
   vmFd(vm: VmHandle): number;

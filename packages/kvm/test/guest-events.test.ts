@@ -14,9 +14,10 @@ import {
   KVM_RUN_OFFSETS,
   KVM_SYSTEM_EVENT_RESET,
 } from '../src/index.js';
+import type { VcpuEvent } from '../src/index.js';
 import { GuestCode } from './guest-code.js';
-import { CODE_ADDR } from './guest-setup.js';
-import { closeLeftoverVms, createTestVm, loadCode, runUntilEvent } from './harness.js';
+import { CODE_ADDR, enterFlatProtectedMode } from './guest-setup.js';
+import { closeLeftoverVms, createTestVm, kvm, loadCode, runUntilEvent, TSS_ADDR, withTimeout } from './harness.js';
 
 const O = KVM_RUN_OFFSETS;
 
@@ -63,6 +64,32 @@ describe('vCPU events', () => {
     } finally {
       await t.vm.stopVcpus();
       t.close();
+    }
+  });
+
+  it('reports a guest that executes unbacked memory, with the error details', async () => {
+    // No memslot at all: the first instruction fetch has nowhere to go. This
+    // host fails KVM_RUN with ENOSPC (README, host quirks); hardware KVM
+    // reports an emulation failure instead.
+    const vm = kvm().createVm();
+    try {
+      vm.setTssAddr(TSS_ADDR);
+      const vcpu = vm.createVcpu(0);
+      enterFlatProtectedMode(vcpu, 0x5000);
+      const event = await withTimeout(
+        new Promise<VcpuEvent>((resolve) => vm.startVcpus({ pio() {}, mmio() {}, event: (_v, ev) => resolve(ev) })),
+        10_000,
+        'the event',
+      );
+      if (event.kind === 'run-error') {
+        expect(event.error.operation).to.equal('KVM_RUN');
+        expect(event.error.message).to.match(/^KVM_RUN failed: E[A-Z0-9]+ \([A-Z]/);
+      } else {
+        expect(event.kind).to.equal('internal-error');
+      }
+      expect(vcpu.runState).to.equal('event');
+    } finally {
+      vm.close();
     }
   });
 
