@@ -38,13 +38,18 @@ export async function ctl(method: string, json: string | undefined, o: CtlOption
       let consoleText = '';
       followDone = new Promise<void>((resolve) => {
         client.connection.onNotification((m: string, p: unknown) => {
-          const line = JSON.stringify({ method: m, params: p });
-          out.write(`${line}\n`);
-          let text = line;
+          let printed: unknown = p;
+          let text: string | undefined;
           if (m === 'console/output' && typeof (p as { data?: unknown }).data === 'string') {
-            consoleText = (consoleText + Buffer.from((p as { data: string }).data, 'base64').toString('utf8')).slice(-8192);
+            // Humans (and greps) read the console: show the bytes decoded beside the base64.
+            const decoded = Buffer.from((p as { data: string }).data, 'base64').toString('utf8');
+            printed = { ...(p as object), text: decoded };
+            consoleText = (consoleText + decoded).slice(-8192);
             text = consoleText;
           }
+          const line = JSON.stringify({ method: m, params: printed });
+          out.write(`${line}\n`);
+          text ??= line;
           if (until?.test(text)) resolve();
         });
         client.connection.onClose(() => resolve());

@@ -15,6 +15,7 @@ interface ServeOptions {
   listen: string[];
   authTokenFile?: string;
   maxMessageSize?: string;
+  pidFile?: string;
   logLevel: 'debug' | 'info' | 'warn' | 'error';
 }
 
@@ -59,6 +60,7 @@ export async function serve(o: ServeOptions): Promise<number> {
       void server.close().finally(() => {
         for (const s of listeners) s.close();
         for (const a of addrs) if (a.kind === 'unix') fs.rmSync(a.path, { force: true });
+        if (o.pidFile !== undefined) fs.rmSync(o.pidFile, { force: true });
         resolve(status);
       });
     };
@@ -82,6 +84,8 @@ export async function serve(o: ServeOptions): Promise<number> {
       return;
     }
     void (async () => {
+      // Written before listening, so whoever waits for the socket can already signal the server.
+      if (o.pidFile !== undefined) fs.writeFileSync(o.pidFile, `${process.pid}\n`);
       for (const a of addrs) {
         listeners.push(await listen(server, a));
         const where = a.kind === 'unix' ? `unix:${a.path}` : `tcp:${a.host}:${a.port}`;
@@ -104,6 +108,7 @@ export function serveCommand(setStatus: (status: number) => void): Command {
     .option('--listen <address>', 'unix:PATH or tcp:HOST:PORT (HOST defaults to 127.0.0.1); repeatable', (v: string, prev: string[]) => [...prev, v], [])
     .option('--auth-token-file <file>', 'require the token in this file from every client (mandatory for TCP)')
     .option('--max-message-size <size>', 'largest message body accepted, e.g. 16M (default)')
+    .option('--pid-file <file>', 'write the server process id here (removed on exit)')
     .addOption(new Option('--log-level <level>', 'server log level on stderr').choices(['debug', 'info', 'warn', 'error']).default('warn'))
     .action(async (opts: ServeOptions) => {
       try {
