@@ -22,6 +22,8 @@ export const DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
 /** Headers are a few dozen bytes; anything longer is not a client speaking the protocol. */
 const MAX_HEADER_BYTES = 8 * 1024;
 const CRLFCRLF = Buffer.from('\r\n\r\n', 'ascii');
+/** fatal: invalid UTF-8 is a ParseError rather than silently replaced */
+const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 export interface FrameError {
   code: number;
@@ -183,7 +185,7 @@ export class LspMessageReader extends AbstractMessageReader implements MessageRe
   private deliver(body: Buffer): void {
     let text: string;
     try {
-      text = new TextDecoder('utf-8', { fatal: true }).decode(body);
+      text = utf8.decode(body);
     } catch {
       this.opts.onFrameError({ code: ErrorCodes.ParseError, message: 'the message body is not valid UTF-8', id: null, fatal: false });
       return;

@@ -142,15 +142,15 @@ export class VmProcessHandle extends EventEmitter<VmProcessEvents> {
     }
   }
 
+  /**
+   * vm/status is answered from the server's mirror of the VM, never by a
+   * round trip to the VM process: the process pushes every state change
+   * (ordered before the response of the request that caused it), and the
+   * device list only changes through device/add and device/remove. Managers
+   * that poll status therefore cost the VM nothing.
+   */
   async status(): Promise<VmStatus> {
-    if (!this.ended && !isTerminal(this.state)) {
-      try {
-        this.lastStatus = await this.request(ChildStatus);
-      } catch (err) {
-        if (this.ended) return this.cachedStatus();
-        throw err;
-      }
-    }
+    if (this.lastStatus === undefined && !this.ended) this.lastStatus = await this.request(ChildStatus);
     return this.cachedStatus();
   }
 

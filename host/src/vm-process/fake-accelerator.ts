@@ -6,8 +6,8 @@
  * output and input take the same path as with KVM:
  *
  * - on start it prints `fake guest: hello` to COM1;
- * - it polls the UART's LSR and reads each line typed with console/write,
- *   then runs it as a command:
+ * - it enables the UART's receive interrupt and, when IRQ 4 rises, reads
+ *   each line typed with console/write from RBR, then runs it as a command:
  *     `crash`     KVM internal error        `triple`   triple fault (KVM_EXIT_SHUTDOWN)
  *     `poweroff`  KVM system event shutdown `reset`    KVM system event reset
  *     `abort`     the VM process aborts     `exit N`   writes N to isa-debug-exit at 0xf4
@@ -32,7 +32,11 @@ const COM1 = 0x3f8;
 const LSR = COM1 + 5;
 const LSR_DATA_READY = 0x01;
 const DEBUG_EXIT_PORT = 0xf4;
-const POLL_MS = 2;
+const IER = COM1 + 1;
+const IER_RX_AVAILABLE = 0x01;
+const COM1_IRQ = 4;
+/** The guest reads input when the UART raises IRQ 4, like a real driver; this slow poll is only a safety net. */
+const POLL_MS = 100;
 
 class FakeGuestVm implements AcceleratorVm {
   readonly ram;
@@ -50,7 +54,10 @@ class FakeGuestVm implements AcceleratorVm {
   }
 
   setBootEntry(_entry: CpuEntryState): void {}
-  setIrq(_gsi: number, _level: boolean): void {}
+  setIrq(gsi: number, level: boolean): void {
+    // Read from the UART after the device's handler has returned, as an interrupt handler would.
+    if (gsi === COM1_IRQ && level && this.running) setImmediate(() => this.pollUart());
+  }
 
   start(sink: ExitSink): void {
     this.sink = sink;
@@ -93,6 +100,7 @@ class FakeGuestVm implements AcceleratorVm {
   private boot(): void {
     this.booted = true;
     this.startRunning();
+    this.out(IER, IER_RX_AVAILABLE);
     this.print('fake guest: hello\n');
   }
 
