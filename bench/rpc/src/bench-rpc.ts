@@ -81,7 +81,7 @@ function socketConnect(opts: net.NetConnectOpts): Promise<MessageConnection> {
 const env = { ...process.env, TSVMM_TEST_ACCELERATOR: 'fake' };
 
 async function endpoint(kind: Kind, transport: Transport): Promise<Endpoint> {
-  const cmd = kind === 'tsvmm' ? [tsvmmCli, 'serve'] : [echoServer];
+  const cmd = kind === 'tsvmm' ? [tsvmmCli, 'serve'] : [echoServer, '--reply', replyFile];
   if (transport === 'stdio') {
     const procs: ChildProcess[] = [];
     return {
@@ -181,6 +181,18 @@ async function measure(kind: Kind, transport: Transport, clients: number): Promi
 function pct(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))] ?? NaN;
 }
+
+// The echo server answers with a real vm/status result, so both servers send equally large responses.
+const replyFile = path.join(dir, 'reply.json');
+{
+  const ep = await endpoint('tsvmm', 'unix');
+  const c = await client('tsvmm', ep);
+  const r = (await c.conn.sendRequest('vm/create', { description: { kernel: kernel() } })) as { vmId: string };
+  fs.writeFileSync(replyFile, JSON.stringify(await c.conn.sendRequest('vm/status', { vmId: r.vmId })));
+  c.conn.dispose();
+  await ep.stop();
+}
+console.log(`response size: ${fs.statSync(replyFile).size} bytes of JSON`);
 
 const rows: string[] = [];
 console.log(`requests per configuration: ${REQUESTS} (split across clients)`);
