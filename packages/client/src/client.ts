@@ -75,8 +75,7 @@ type Result<D> = D extends RequestDefinition<z.ZodType, infer R> ? z.output<R> :
 const workDoneProgress = new ProgressType<WorkDoneProgressValue>();
 
 export class TsvmmClient {
-  /** the server's `initialize` result */
-  serverCapabilities!: InitializeResult;
+  private initializeResult: InitializeResult | undefined;
   private closed = false;
   private nextToken = 1;
   /**
@@ -125,6 +124,12 @@ export class TsvmmClient {
     return client;
   }
 
+  /** the server's `initialize` result */
+  get serverCapabilities(): InitializeResult {
+    if (this.initializeResult === undefined) throw new Error('the client is not initialized');
+    return this.initializeResult;
+  }
+
   /** Listen to a notification by method; any number of listeners per method. */
   on(method: string, listener: (params: unknown) => void): Disposable {
     let set = this.listeners.get(method);
@@ -155,7 +160,7 @@ export class TsvmmClient {
       ...(opts.authToken !== undefined ? { authToken: opts.authToken } : {}),
     };
     try {
-      this.serverCapabilities = await this.connection.sendRequest(Initialize.type, params);
+      this.initializeResult = await this.connection.sendRequest(Initialize.type, params);
     } catch (err) {
       this.closeTransport();
       throw err;
