@@ -100,6 +100,18 @@ describe('rpc auth and TCP', function () {
     }
   });
 
+  it('refuses to take over a unix socket another server is listening on', async () => {
+    const server = await startServer();
+    try {
+      const r = spawnSync(process.execPath, [tsvmmCli, 'serve', '--listen', server.address], { encoding: 'utf8' });
+      expect(r.status).to.equal(2);
+      expect(r.stderr).to.match(/another server is already listening/);
+      expect((await TsvmmClient.connect(server.address).then((c) => c.close().then(() => true)))).to.equal(true);
+    } finally {
+      await server.stop();
+    }
+  });
+
   it('removes its unix socket when terminated', async () => {
     const server = await startServer();
     const sock = server.address.slice(5);

@@ -47,7 +47,7 @@ export async function listen(server: ControlServer, addr: ListenAddress): Promis
   const srv = net.createServer((socket) => acceptSocket(server, kind, socket));
   srv.maxConnections = 1024;
   if (addr.kind === 'unix') {
-    removeStaleSocket(addr.path);
+    await removeStaleSocket(addr.path);
     // The socket file is created by bind() inside listen(); the umask makes it 0600 from the start,
     // so there is no window in which another user could connect. chmod afterwards for certainty.
     const old = process.umask(0o177);
@@ -76,7 +76,7 @@ function listenOn(srv: net.Server, ...args: [string] | [number, string]): Promis
 }
 
 /** A socket file left by a server that died is removed; a live one (someone answers) is an error. */
-function removeStaleSocket(p: string): void {
+async function removeStaleSocket(p: string): Promise<void> {
   let st: fs.Stats;
   try {
     st = fs.lstatSync(p);
@@ -84,5 +84,13 @@ function removeStaleSocket(p: string): void {
     return;
   }
   if (!st.isSocket()) throw new ConfigError(`'${p}' exists and is not a socket`, { hint: 'choose another path' });
+  const live = await new Promise<boolean>((resolve) => {
+    const probe = net.connect({ path: p }, () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+  if (live) throw new ConfigError(`another server is already listening on '${p}'`, { hint: 'stop it or choose another path' });
   fs.unlinkSync(p);
 }
