@@ -243,6 +243,12 @@ bool vcpu_complete(struct tsvmm_vcpu *v, int64_t seq) {
 	if (atomic_load(&v->handoff) == HANDOFF_RUNNING) return false;
 	/* Only the JS thread completes, so a posted vCPU stays on this post. */
 	if (seq >= 0 && (uint32_t)seq != atomic_load(&v->post_seq)) return false;
+	/*
+	 * ENDED is a notice, not a wait: the thread posts it and leaves. Releasing
+	 * it here (a stop racing the thread's exit) would make vm_claim_pending
+	 * skip it as stale, and JS would never learn the thread ended.
+	 */
+	if (seq < 0 && atomic_load_explicit(&v->post_kind, memory_order_relaxed) == POST_ENDED) return false;
 	if (atomic_exchange(&v->handoff, HANDOFF_RUNNING) == HANDOFF_SLEEPING) futex_wake(&v->handoff);
 	v->vm->last_completed = v;
 	return true;

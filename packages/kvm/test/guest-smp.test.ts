@@ -34,6 +34,24 @@ describe('several vCPUs', () => {
 
   afterEach(closeLeftoverVms);
 
+  it('stops a VM whose vCPU threads all end at once (every ENDED notice reaches JS)', async () => {
+    // Both threads leave KVM_RUN on the same kick: a spinning BSP and an AP
+    // waiting for INIT/SIPI. Stopping used to lose the second thread's ENDED
+    // notice when the stop's forced completion raced it, and never resolved.
+    for (let round = 0; round < 10; round++) {
+      const t = createTestVm(new GuestCode(32).spin(), { vcpus: 2, irqchip: true });
+      try {
+        t.vm.startVcpus({ pio() {}, mmio() {}, event() {} });
+        await new Promise((r) => setTimeout(r, 20));
+        await withTimeout(t.vm.stopVcpus(), 5_000, `round ${round}: stopVcpus`);
+        expect(vcpu(t, 0).runState).to.equal('stopped');
+        expect(vcpu(t, 1).runState).to.equal('stopped');
+      } finally {
+        t.close();
+      }
+    }
+  });
+
   it('runs two vCPUs at once and tells their exits apart', async () => {
     const N = 200;
     const t = createTestVm(loop(0x10, N).hlt(), { vcpus: 2 });
