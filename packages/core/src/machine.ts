@@ -381,10 +381,19 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
     this.defer(() => this.finish({ status: 0, reason: 'guest-shutdown', message: detail }, 'shutdown'));
   }
 
-  /** Run an action after the current exit handler returns; the first request wins until it has run. */
+  /**
+   * Run an action after the current exit handler returns; the first request
+   * wins until it has run. Every deferred action stops or resets the machine,
+   * so the vCPUs are asked to pause right away: the vCPU that made the access
+   * then stops as soon as its access completes, as QEMU stops inside the
+   * write, instead of running on until the action runs.
+   */
   private defer(action: () => Promise<void>): void {
     if (this.pendingAction !== undefined) return;
     this.pendingAction = action;
+    if (this.stateValue === 'running') {
+      this.accel.pause().catch((err: unknown) => this.opts.log.warn('pausing vCPUs failed', { error: (err as Error).message }));
+    }
     setImmediate(() => {
       const a = this.pendingAction;
       if (a === undefined) return;

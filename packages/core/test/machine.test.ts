@@ -243,7 +243,7 @@ describe('Machine', () => {
     const changed = new Promise<StateChange>((resolve) => m.once('stateChanged', resolve));
     accel.vm?.sink?.pio(0x80, Uint8Array.of(1), true);
     expect(await changed).to.deep.include({ from: 'running', to: 'running', reason: 'guest-reset' });
-    expect(accel.vm?.calls).to.deep.equal(['start', 'reset', 'resume']);
+    expect(accel.vm?.calls).to.deep.equal(['start', 'pause', 'reset', 'resume']);
     expect(accel.vm?.entries).to.have.length(2);
   });
 
