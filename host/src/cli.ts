@@ -8,11 +8,13 @@ import { Command, CommanderError, Option } from 'commander';
 import { errorCauses, EXIT_VMM_ERROR, TsvmmError } from '@tsvmm/core';
 import { normalizeQemuArgs } from './argv.js';
 import { imgCommand } from './img.js';
+import { nbdCommand } from './nbd.js';
 import { runVm, type RunOptions } from './run.js';
 
 /** Subcommands that parse their own arguments (they mirror other tools' flags). */
 const RAW_SUBCOMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   img: imgCommand,
+  nbd: nbdCommand,
 };
 import { serveCommand } from './server/serve-cmd.js';
 import { ctlCommand } from './ctl.js';
@@ -62,6 +64,7 @@ export function buildProgram(setStatus: (status: number) => void): Command {
   program.addCommand(serveCommand(setStatus));
   program.addCommand(ctlCommand(setStatus));
   program.addCommand(protocolCommand());
+  program.command('nbd').description('NBD server: `tsvmm nbd serve IMAGE` (qemu-nbd-like flags; `tsvmm nbd --help`)');
   program.command('img').description('create, inspect, check, convert and modify disk images (qemu-img flags; `tsvmm img --help`)');
   return program;
 }

@@ -27,7 +27,7 @@ import {
   type MachineDescription,
   type MachineTypeDefinition,
 } from '@tsvmm/core';
-import { createKvmAccelerator } from '@tsvmm/core/kvm';
+import type { KvmAccelerator } from '@tsvmm/core/kvm';
 import { createPluginRegistry } from './plugins.js';
 
 export interface RunOptions {
@@ -46,6 +46,12 @@ export interface RunOptions {
   fwCfg: string[];
   plugin: string[];
   logLevel: LogLevel;
+}
+
+/** The KVM accelerator loads the native addon; import it only when a VM is really run. */
+async function kvmAccelerator(): Promise<KvmAccelerator> {
+  const { createKvmAccelerator } = await import('@tsvmm/core/kvm');
+  return createKvmAccelerator();
 }
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -148,7 +154,7 @@ export async function printHelpListing(o: RunOptions, out: NodeJS.WritableStream
   }
   if (o.cpu === 'help' || o.cpu === '?') {
     const defs = await loadCpuModels(registry);
-    const host = createKvmAccelerator().hostCpuSupport();
+    const host = (await kvmAccelerator()).hostCpuSupport();
     const hostCaps = hostCpuCapabilities((cap) => host.checkExtension(cap), { irqchip: 'kernel', ...(host.modelId ? { modelId: host.modelId } : {}) });
     out.write(formatCpuHelp(listCpuModels(defs, { supported: host.supportedCpuid, hostCaps })));
     return true;
@@ -172,7 +178,7 @@ export async function runVm(o: RunOptions): Promise<number> {
     process.stderr.write(`tsvmm: ${level}: ${msg}${extra}\n`);
   }, o.logLevel);
   const registry = createPluginRegistry(desc.plugins ?? [], (m) => log.warn(m));
-  const machine = await Machine.create(desc, { registry, accelerator: createKvmAccelerator(), log });
+  const machine = await Machine.create(desc, { registry, accelerator: await kvmAccelerator(), log });
   return new Promise<number>((resolve) => {
     const onSignal = (sig: NodeJS.Signals): void => {
       process.stderr.write(`tsvmm: terminating on signal ${sig}\n`);
