@@ -7,7 +7,8 @@
         "native/errors.c",
         "native/ioctl.c",
         "native/vm.c",
-        "native/vcpu.c"
+        "native/vcpu.c",
+        "native/fdwatch.c"
       ],
       "defines": ["_GNU_SOURCE"],
       "cflags_c": ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"],

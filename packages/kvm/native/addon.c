@@ -9,6 +9,7 @@ NAPI_MODULE_INIT() {
 	register_ioctl_functions(env, exports);
 	register_vm_functions(env, exports);
 	register_vcpu_functions(env, exports);
+	register_fdwatch_functions(env, exports);
 
 	napi_value constants, layout;
 	if (napi_create_object(env, &constants) != napi_ok || !add_constants(env, constants) ||

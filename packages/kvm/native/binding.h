@@ -62,6 +62,7 @@ napi_value make_null(napi_env env);
 /* ---- ioctl.c: generic checked ioctl, fds, eventfd ------------------------ */
 
 void register_ioctl_functions(napi_env env, napi_value exports);
+void register_fdwatch_functions(napi_env env, napi_value exports);
 /* Adds every KVM_* constant the facade uses to `target`. */
 bool add_constants(napi_env env, napi_value target);
 /* Adds sizes and offsets of the uapi structs the facade encodes. */

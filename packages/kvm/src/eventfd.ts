@@ -4,7 +4,12 @@
  * interrupt). Always non-blocking: `read()` returns null when the counter is
  * zero. `waitReadable()` blocks and is meant for worker threads (iothreads).
  */
-import { kvmNative } from './native.js';
+import { kvmNative, type FdWatchHandle } from './native.js';
+
+/** A readability watch started with EventFd.watch. */
+export interface EventFdWatch {
+  stop(): void;
+}
 import { KvmStateError } from './errors.js';
 
 export interface EventFdOptions {
@@ -59,6 +64,25 @@ export class EventFd {
   /** Blocks up to timeoutMs (-1: forever) until readable. Not on the main thread. */
   waitReadable(timeoutMs: number): boolean {
     return kvmNative.pollReadable(this.fd, timeoutMs);
+  }
+
+  /**
+   * Calls `onSignal` from this thread's event loop whenever the counter is
+   * non-zero (the callback should read() it). Keeps the event loop alive until
+   * stopped. Works in worker threads: this is how an iothread waits for kicks.
+   */
+  watch(onSignal: () => void): EventFdWatch {
+    let handle: FdWatchHandle | undefined = kvmNative.fdWatchReadable(this.fd, (status) => {
+      if (status < 0) throw new KvmStateError('ERR_KVM_ARGUMENT', `watching eventfd ${this.fdValue} failed (libuv status ${status})`);
+      onSignal();
+    });
+    return {
+      stop: () => {
+        if (handle === undefined) return;
+        kvmNative.fdUnwatch(handle);
+        handle = undefined;
+      },
+    };
   }
 
   close(): void {

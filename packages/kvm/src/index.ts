@@ -15,7 +15,7 @@ export * from './constants.js';
 export { isKvmSystemError, KvmCapabilityError, KvmStateError, KvmUnavailableError } from './errors.js';
 export type { KvmStateErrorCode, KvmSystemError } from './errors.js';
 export { EventFd } from './eventfd.js';
-export type { EventFdOptions } from './eventfd.js';
+export type { EventFdOptions, EventFdWatch } from './eventfd.js';
 export { decodeEvent, exitReasonName, KVM_RUN_OFFSETS } from './exits.js';
 export type { ExitHandlers, VcpuEvent, VcpuExitStats } from './exits.js';
 export { GuestRam, PAGE_SIZE } from './guest-ram.js';

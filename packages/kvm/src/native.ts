@@ -12,6 +12,9 @@ import { createRequire } from 'node:module';
 declare const vmHandleBrand: unique symbol;
 declare const vcpuHandleBrand: unique symbol;
 /** An opaque, type-tagged native VM handle. */
+/** Opaque handle of a readability watch (native/fdwatch.c). */
+export type FdWatchHandle = { readonly __brand: 'FdWatchHandle' };
+
 export interface VmHandle {
   readonly [vmHandleBrand]: true;
 }
@@ -35,6 +38,8 @@ export interface KvmBinding {
   eventfdRead(fd: number): bigint | null;
   eventfdWrite(fd: number, value: bigint): boolean;
   pollReadable(fd: number, timeoutMs: number): boolean;
+  fdWatchReadable(fd: number, callback: (status: number) => void): FdWatchHandle;
+  fdUnwatch(handle: FdWatchHandle): void;
   /** errno name and strerror text, as in the addon's own error messages */
   describeErrno(errnoValue: number): { code: string; text: string };
 
