@@ -17,6 +17,7 @@
  * The acceptance tests use the real KVM accelerator; this one exists so the
  * rest of the control plane is testable anywhere.
  */
+import { FakeNotifyServices } from '@tsvmm/core/testing';
 import { cpuidEntry, vendorRegisters, type Accelerator, type AcceleratorVm, type AcceleratorVmConfig, type CpuEntryState, type CpuidEntry, type ExitSink, type HostCpuSupport } from '@tsvmm/core';
 
 /** KVM_GET_SUPPORTED_CPUID of an imaginary plain 64-bit host (PPro-class leaf 1, SSE3, CX16, LM/NX/SYSCALL). */
@@ -38,7 +39,7 @@ const COM1_IRQ = 4;
 /** The guest reads input when the UART raises IRQ 4, like a real driver; this slow poll is only a safety net. */
 const POLL_MS = 100;
 
-class FakeGuestVm implements AcceleratorVm {
+class FakeGuestVm extends FakeNotifyServices implements AcceleratorVm {
   readonly ram;
   private sink: ExitSink | undefined;
   private running = false;
@@ -50,6 +51,7 @@ class FakeGuestVm implements AcceleratorVm {
   private readonly counts = { pio: 0 };
 
   constructor(cfg: AcceleratorVmConfig) {
+    super();
     this.ram = cfg.ramSlots.map((s) => ({ gpa: s.gpa, size: s.size, buffer: new SharedArrayBuffer(s.size) }));
   }
 

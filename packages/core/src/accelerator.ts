@@ -29,6 +29,57 @@ export interface ExitSink {
   event(vcpu: number, event: VcpuEvent): void;
 }
 
+/**
+ * An eventfd-like doorbell shared with the kernel: KVM signals it on a guest
+ * write (ioeventfd) or injects an interrupt when it is signalled (irqfd).
+ * `fd` is valid in every thread of the process (iothreads borrow it).
+ */
+export interface EventNotifier {
+  readonly fd: number;
+  notify(): void;
+  /** read and reset the counter; null when it was zero */
+  drain(): bigint | null;
+  /** call `onSignal` from this thread's event loop when signalled, until the returned function is called */
+  watch(onSignal: () => void): () => void;
+  close(): void;
+}
+
+/** KVM_IOEVENTFD: a guest write to addr (of len bytes, optionally only of datamatch) signals the notifier in the kernel. */
+export interface IoEventSpec {
+  space: 'pio' | 'mmio';
+  addr: number;
+  /** 1, 2, 4 or 8; 0 matches any width */
+  len: number;
+  datamatch?: bigint;
+  notifier: EventNotifier;
+}
+
+/** An MSI message as a device writes it (PCI Local Bus 3.0 §6.8). */
+export interface MsiMessage {
+  address: bigint;
+  data: number;
+}
+
+/** A GSI routed to an MSI message, usable with irqfds. */
+export interface MsiRoute {
+  readonly gsi: number;
+  update(msg: MsiMessage): void;
+  release(): void;
+}
+
+/** Undo a registration. */
+export type Unregister = () => void;
+
+/** What devices may ask of the hypervisor besides port/MMIO exits. */
+export interface InterruptAndNotifyServices {
+  createNotifier(): EventNotifier;
+  assignIoeventfd(spec: IoEventSpec): Unregister;
+  /** inject `gsi` whenever `notifier` is signalled; with `resample`, level-triggered (KVM signals resample on EOI) */
+  assignIrqfd(gsi: number, notifier: EventNotifier, resample?: EventNotifier): Unregister;
+  allocateMsiRoute(msg: MsiMessage): MsiRoute;
+  signalMsi(msg: MsiMessage): void;
+}
+
 export interface AcceleratorVmConfig {
   ramSlots: RamSlot[];
   /** capabilities to enable on the VM before vCPUs exist */
@@ -45,7 +96,7 @@ export interface HostCpuSupport {
   modelId?: string;
 }
 
-export interface AcceleratorVm {
+export interface AcceleratorVm extends InterruptAndNotifyServices {
   /** guest RAM, one region per slot, allocated by the accelerator */
   readonly ram: readonly GuestRamRegion[];
   /** set the bootstrap processor's registers for a boot entry */

@@ -5,6 +5,10 @@
  * reset (power-on state), unrealize (release everything it claimed).
  */
 import type { z } from 'zod';
+import type { InterruptAndNotifyServices } from './accelerator.js';
+import type { IoThread } from './iothread.js';
+import type { DriveSpec } from './machine-description.js';
+import type { PluginRegistry } from './plugin-loader.js';
 import type { AddressSpace } from './address-space.js';
 import type { Chardev } from './chardev.js';
 import type { FirmwareConfig } from './firmware-config.js';
@@ -50,6 +54,18 @@ export interface DeviceContext {
   requestShutdown(reason: string): void;
   /** end the VMM process with this status (isa-debug-exit) */
   requestExit(status: number, reason: string): void;
+  /** eventfds, ioeventfds (guest writes that signal without an exit), irqfds and MSI routes */
+  readonly notify: InterruptAndNotifyServices;
+  /** offer a service to devices realized later (e.g. the PCI root bus), under a token */
+  provide<T>(token: symbol, service: T): void;
+  /** a service another device offered, or undefined */
+  lookup<T>(token: symbol): T | undefined;
+  /** the iothread with this id (`--object iothread,id=...`); throws a ConfigError naming it if there is none */
+  iothread(id: string): IoThread;
+  /** the drive with this id (`--drive ...,id=...`); throws a ConfigError naming it if there is none */
+  drive(id: string): DriveSpec;
+  /** the plugin registry, for devices that use other kinds of plugins (block drivers, chardev backends) */
+  readonly plugins: PluginRegistry;
 }
 
 export interface Device {

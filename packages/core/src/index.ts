@@ -18,3 +18,4 @@ export * from './boot/index.js';
 export * from './accelerator.js';
 export * from './cpu/index.js';
 export * from './machine.js';
+export * from './iothread.js';

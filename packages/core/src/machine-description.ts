@@ -9,6 +9,10 @@ export {
   smpSchema,
   fwCfgEntrySchema,
   machineDescriptionSchema,
+  objectSpecSchema,
+  driveSpecSchema,
   type DeviceSpec,
+  type ObjectSpec,
+  type DriveSpec,
   type MachineDescription,
 } from '@tsvmm/protocol';

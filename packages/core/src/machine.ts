@@ -26,8 +26,9 @@ import { ConfigError, TsvmmError, VmStateError } from './errors.js';
 import { FirmwareConfig, FwCfgKey } from './firmware-config.js';
 import { GuestMemory } from './guest-memory.js';
 import { IrqLine } from './irq.js';
+import { WorkerIoThread, type IoThread } from './iothread.js';
 import { nullLogger, type Logger } from './logger.js';
-import { machineDescriptionSchema, type DeviceSpec, type MachineDescription } from './machine-description.js';
+import { machineDescriptionSchema, type DeviceSpec, type DriveSpec, type MachineDescription } from './machine-description.js';
 import type { MachineTypeDefinition } from './machine-type.js';
 import { parseMemorySize, pcMemoryLayout, type MemoryLayout } from './memory-map.js';
 import type { PluginRegistry } from './plugin-loader.js';
@@ -103,6 +104,9 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
   private readonly devices: DeviceEntry[] = [];
   private readonly chardevs = new Map<string, Chardev>();
   private readonly irqLines = new Map<number, IrqLine>();
+  private readonly services = new Map<symbol, unknown>();
+  private readonly iothreads = new Map<string, WorkerIoThread>();
+  private readonly drives = new Map<string, DriveSpec>();
   private stateValue: VmState = 'created';
   private pendingAction: (() => Promise<void>) | undefined;
   private kernelImage: Uint8Array | undefined;
@@ -431,6 +435,8 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
       }
       for (const c of this.chardevs.values()) c.close();
       this.chardevs.clear();
+      await Promise.all([...this.iothreads.values()].map((t) => t.terminate()));
+      this.iothreads.clear();
       this.accel.close();
     }
   }
@@ -476,6 +482,31 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
       requestShutdown: (detail: string) => this.requestShutdown(detail),
       requestExit: (status: number, detail: string) =>
         this.defer(() => this.finish({ status, reason: 'debug-exit', message: detail }, 'shutdown')),
+      notify: this.accel,
+      provide: <T>(token: symbol, service: T): void => {
+        if (this.services.has(token)) throw new ConfigError(`a device already provides ${token.description ?? 'this service'}`);
+        this.services.set(token, service);
+      },
+      lookup: <T>(token: symbol): T | undefined => this.services.get(token) as T | undefined,
+      iothread: (id: string): IoThread => {
+        const t = this.iothreads.get(id);
+        if (t === undefined) {
+          const known = [...this.iothreads.keys()];
+          throw new ConfigError(`no iothread '${id}'`, {
+            hint: known.length ? `defined: ${known.join(', ')}` : `define it with --object iothread,id=${id}`,
+          });
+        }
+        return t;
+      },
+      drive: (id: string): DriveSpec => {
+        const d = this.drives.get(id);
+        if (d === undefined) {
+          const known = [...this.drives.keys()];
+          throw new ConfigError(`no drive '${id}'`, { hint: known.length ? `defined: ${known.join(', ')}` : `define it with --drive file=PATH,if=none,id=${id}` });
+        }
+        return d;
+      },
+      plugins: this.opts.registry,
     };
   }
 
@@ -509,7 +540,30 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
     }
   }
 
+  private createObjects(): void {
+    for (const o of this.description.objects ?? []) {
+      if (this.iothreads.has(o.id)) throw new ConfigError(`object id '${o.id}' is used twice`);
+      this.iothreads.set(o.id, new WorkerIoThread(o.id));
+    }
+  }
+
+  /** Drives by id; `if=virtio` drives (the default, as in QEMU's -drive) also get a virtio-blk-pci device. */
+  private createDrives(): DeviceSpec[] {
+    const devices: DeviceSpec[] = [];
+    (this.description.drives ?? []).forEach((d, i) => {
+      const id = d.id ?? `drive${i}`;
+      if (this.drives.has(id)) throw new ConfigError(`drive id '${id}' is used twice`);
+      this.drives.set(id, { ...d, id });
+      if ((d.if ?? 'virtio') === 'virtio') {
+        const iothread = (d as Record<string, unknown>)['iothread'];
+        devices.push({ driver: 'virtio-blk-pci', drive: id, ...(typeof iothread === 'string' ? { iothread } : {}) });
+      }
+    });
+    return devices;
+  }
+
   private async createDevices(): Promise<void> {
+    this.createObjects();
     const specs: DeviceSpec[] = this.machineType.boardDevices.map((b) => ({ ...b.props, driver: b.driver, id: b.id }));
     const serials = this.description.serial ?? ['stdio'];
     serials.forEach((spec, index) => {
@@ -519,6 +573,7 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
       this.chardevs.set(id, chardev);
       specs.push({ driver: 'isa-serial', id, index, chardev: id });
     });
+    specs.push(...this.createDrives());
     specs.push(...(this.description.devices ?? []));
 
     const used = new Set<string>();

@@ -29,6 +29,7 @@ import { createContainer,
   type HostCpuSupport,
   parseCpuidTable,
 } from '../src/index.js';
+import { FakeNotifyServices } from '../src/testing/index.js';
 
 const pvmHost = parseCpuidTable(
   (JSON.parse(fs.readFileSync(new URL('../../test/fixtures/cpuid/pvm-dev-host-2026.json', import.meta.url), 'utf8')) as { supported: unknown }).supported,
@@ -47,13 +48,14 @@ const genericModel: CpuModelDefinition = {
   features: ['fpu', 'tsc', 'msr', 'apic', 'cmov', 'sse', 'sse2', 'lm', 'nx', 'syscall'],
 };
 
-class FakeVm implements AcceleratorVm {
+class FakeVm extends FakeNotifyServices implements AcceleratorVm {
   readonly ram;
   sink: ExitSink | undefined;
   entries: CpuEntryState[] = [];
   calls: string[] = [];
   irqs: [number, boolean][] = [];
   constructor(cfg: AcceleratorVmConfig) {
+    super();
     this.ram = cfg.ramSlots.map((s) => ({ gpa: s.gpa, size: s.size, buffer: new SharedArrayBuffer(s.size) }));
   }
   setBootEntry(e: CpuEntryState): void {

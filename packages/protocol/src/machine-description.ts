@@ -27,6 +27,27 @@ export const fwCfgEntrySchema = z.union([
   z.strictObject({ name: z.string().min(1), file: z.string().min(1) }),
 ]);
 
+const idSchema = z.string().regex(/^[A-Za-z][A-Za-z0-9_.-]*$/, { error: 'must start with a letter and use letters, digits, _ . -' });
+
+/** `--object iothread,id=io0`: a dedicated thread for devices' data planes. */
+export const objectSpecSchema = z
+  .strictObject({
+    'qom-type': z.literal('iothread', { error: "only 'iothread' objects are supported" }),
+    id: idSchema,
+    'poll-max-ns': z.union([z.number().int().min(0), z.string()]).optional(),
+  })
+  .describe('an object: for now an iothread that runs devices\' queue processing (QEMU\'s -object iothread,id=...)');
+
+/** `--drive file=PATH,format=raw,if=virtio,...`: a block backend, attached to a device by id. */
+export const driveSpecSchema = z
+  .looseObject({
+    id: idSchema.optional(),
+    file: z.string().min(1),
+    format: z.string().optional(),
+    if: z.enum(['virtio', 'none'], { error: "if= must be 'virtio' or 'none'" }).optional(),
+  })
+  .describe('a drive: image file and format, interface (virtio adds a virtio-blk-pci device; none only defines it), and backend options such as readonly=on, discard=unmap, iothread=ID');
+
 export const machineDescriptionSchema = z.strictObject({
   name: z.string().optional().describe('a name for the VM'),
   machine: z.string().optional().describe('machine type, e.g. pc-i440fx-rhel7.0.0 (default) or pc'),
@@ -41,7 +62,11 @@ export const machineDescriptionSchema = z.strictObject({
   noReboot: z.boolean().optional().describe('stop instead of resetting on a guest reset or triple fault'),
   fwCfg: z.array(fwCfgEntrySchema).optional(),
   plugins: z.array(z.string()).optional().describe('plugin package directories to load in addition to installed ones'),
+  objects: z.array(objectSpecSchema).optional(),
+  drives: z.array(driveSpecSchema).optional(),
 });
 
 export type DeviceSpec = z.infer<typeof deviceSpecSchema>;
+export type ObjectSpec = z.infer<typeof objectSpecSchema>;
+export type DriveSpec = z.infer<typeof driveSpecSchema>;
 export type MachineDescription = z.infer<typeof machineDescriptionSchema>;

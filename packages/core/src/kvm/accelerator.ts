@@ -14,10 +14,18 @@
  * models and RAM survive, as on real hardware.
  */
 import {
+  EventFd,
   GuestRam,
   Kvm,
   KVM_CAP_IRQCHIP,
+  KVM_CAP_IRQ_ROUTING,
   KVM_CAP_PIT2,
+  KVM_IRQ_ROUTING_IRQCHIP,
+  KVM_IRQ_ROUTING_MSI,
+  KVM_IRQCHIP_IOAPIC,
+  KVM_IRQCHIP_PIC_MASTER,
+  KVM_IRQCHIP_PIC_SLAVE,
+  type KvmIrqRoutingEntry,
   type ExitHandlers,
   type KvmCpuidEntry2,
   type KvmSegment,
@@ -26,7 +34,19 @@ import {
   type Vm,
 } from '@tsvmm/kvm';
 import * as fs from 'node:fs';
-import type { Accelerator, AcceleratorVm, AcceleratorVmConfig, ExitSink, HostCpuSupport, VcpuEvent } from '../accelerator.js';
+import type {
+  Accelerator,
+  AcceleratorVm,
+  AcceleratorVmConfig,
+  EventNotifier,
+  ExitSink,
+  HostCpuSupport,
+  IoEventSpec,
+  MsiMessage,
+  MsiRoute,
+  Unregister,
+  VcpuEvent,
+} from '../accelerator.js';
 import type { CpuEntryState } from '../boot/entry.js';
 import type { GuestRamRegion } from '../guest-memory.js';
 import { KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR } from '../memory-map.js';
@@ -62,6 +82,42 @@ function flatSegment(selector: number, code: boolean, long: boolean): KvmSegment
   };
 }
 
+/** An EventNotifier over an eventfd(2). */
+class EventFdNotifier implements EventNotifier {
+  private readonly efd = EventFd.create();
+  get fd(): number {
+    return this.efd.fd;
+  }
+  notify(): void {
+    this.efd.write(1n);
+  }
+  drain(): bigint | null {
+    return this.efd.read();
+  }
+  watch(onSignal: () => void): () => void {
+    const w = this.efd.watch(onSignal);
+    return () => w.stop();
+  }
+  close(): void {
+    this.efd.close();
+  }
+}
+
+/** GSIs 0-23 as KVM routes them by default (virt/kvm/irqchip.c, arch/x86/kvm/irq_comm.c): ISA IRQs to both PICs and the IOAPIC, 16-23 to the IOAPIC. */
+function defaultIrqchipRoutes(): KvmIrqRoutingEntry[] {
+  const routes: KvmIrqRoutingEntry[] = [];
+  for (let gsi = 0; gsi < 24; gsi++) {
+    if (gsi < 16) {
+      routes.push({ gsi, type: KVM_IRQ_ROUTING_IRQCHIP, irqchip: gsi < 8 ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE, pin: gsi % 8 });
+    }
+    routes.push({ gsi, type: KVM_IRQ_ROUTING_IRQCHIP, irqchip: KVM_IRQCHIP_IOAPIC, pin: gsi });
+  }
+  return routes;
+}
+
+/** First GSI handed out for MSI routes: above the IOAPIC's 24 pins. */
+const FIRST_MSI_GSI = 24;
+
 class KvmAcceleratorVm implements AcceleratorVm {
   readonly ram: readonly GuestRamRegion[];
   private readonly guestRams: GuestRam[];
@@ -72,6 +128,10 @@ class KvmAcceleratorVm implements AcceleratorVm {
   private readonly irqLevels = new Map<number, boolean>();
   private entry: CpuEntryState | undefined;
   private readonly handlers: ExitHandlers;
+  /** registrations replayed on the new VM fd after a reset */
+  private readonly ioeventfds = new Set<IoEventSpec>();
+  private readonly irqfds = new Set<{ gsi: number; notifier: EventNotifier; resample: EventNotifier | undefined }>();
+  private readonly msiRoutes = new Map<number, MsiMessage>();
 
   constructor(
     private readonly kvm: Kvm,
@@ -111,6 +171,9 @@ class KvmAcceleratorVm implements AcceleratorVm {
         return vcpu;
       });
       for (const [gsi, level] of this.irqLevels) if (level) vm.irqLine(gsi, true);
+      if (this.msiRoutes.size > 0) vm.setGsiRouting(this.routingTable());
+      for (const spec of this.ioeventfds) vm.assignIoeventfd(kvmIoeventfd(spec));
+      for (const r of this.irqfds) vm.assignIrqfd(kvmIrqfd(r.gsi, r.notifier, r.resample));
       return vm;
     } catch (err) {
       vm.close();
@@ -152,6 +215,63 @@ class KvmAcceleratorVm implements AcceleratorVm {
     }
     bsp.setSregs(sregs);
     bsp.setRegs(regs);
+  }
+
+  createNotifier(): EventNotifier {
+    return new EventFdNotifier();
+  }
+
+  assignIoeventfd(spec: IoEventSpec): Unregister {
+    const own = { ...spec };
+    this.vm.assignIoeventfd(kvmIoeventfd(own));
+    this.ioeventfds.add(own);
+    return () => {
+      if (!this.ioeventfds.delete(own)) return;
+      if (!this.vm.closed) this.vm.deassignIoeventfd(kvmIoeventfd(own));
+    };
+  }
+
+  assignIrqfd(gsi: number, notifier: EventNotifier, resample?: EventNotifier): Unregister {
+    const reg = { gsi, notifier, resample };
+    this.vm.assignIrqfd(kvmIrqfd(gsi, notifier, resample));
+    this.irqfds.add(reg);
+    return () => {
+      if (!this.irqfds.delete(reg)) return;
+      if (!this.vm.closed) this.vm.deassignIrqfd({ gsi, eventfd: EventFd.borrow(notifier.fd) });
+    };
+  }
+
+  allocateMsiRoute(msg: MsiMessage): MsiRoute {
+    const limit = this.kvm.checkExtension(KVM_CAP_IRQ_ROUTING);
+    let gsi = FIRST_MSI_GSI;
+    while (this.msiRoutes.has(gsi)) gsi++;
+    if (limit > 0 && gsi >= limit) throw new KvmAcceleratorError(`no free GSI for an MSI route: KVM allows ${limit} routes`);
+    this.msiRoutes.set(gsi, msg);
+    this.vm.setGsiRouting(this.routingTable());
+    return {
+      gsi,
+      update: (m: MsiMessage) => {
+        if (!this.msiRoutes.has(gsi)) return;
+        this.msiRoutes.set(gsi, m);
+        this.vm.setGsiRouting(this.routingTable());
+      },
+      release: () => {
+        if (!this.msiRoutes.delete(gsi)) return;
+        if (!this.vm.closed) this.vm.setGsiRouting(this.routingTable());
+      },
+    };
+  }
+
+  signalMsi(msg: MsiMessage): void {
+    this.vm.signalMsi({ address_lo: Number(msg.address & 0xffffffffn), address_hi: Number(msg.address >> 32n), data: msg.data });
+  }
+
+  private routingTable(): KvmIrqRoutingEntry[] {
+    const table = defaultIrqchipRoutes();
+    for (const [gsi, m] of this.msiRoutes) {
+      table.push({ gsi, type: KVM_IRQ_ROUTING_MSI, address_lo: Number(m.address & 0xffffffffn), address_hi: Number(m.address >> 32n), data: m.data });
+    }
+    return table;
   }
 
   setIrq(gsi: number, level: boolean): void {
@@ -217,6 +337,20 @@ class KvmAcceleratorVm implements AcceleratorVm {
     }
     this.sink?.event(index < 0 ? vcpu.id : index, mapped);
   }
+}
+
+function kvmIoeventfd(spec: IoEventSpec): { addr: number; len: number; eventfd: EventFd; pio: boolean; datamatch?: bigint } {
+  return {
+    addr: spec.addr,
+    len: spec.len,
+    eventfd: EventFd.borrow(spec.notifier.fd),
+    pio: spec.space === 'pio',
+    ...(spec.datamatch !== undefined ? { datamatch: spec.datamatch } : {}),
+  };
+}
+
+function kvmIrqfd(gsi: number, notifier: EventNotifier, resample: EventNotifier | undefined): { gsi: number; eventfd: EventFd; resamplefd?: EventFd } {
+  return { gsi, eventfd: EventFd.borrow(notifier.fd), ...(resample !== undefined ? { resamplefd: EventFd.borrow(resample.fd) } : {}) };
 }
 
 function mapEvent(ev: KvmVcpuEvent): VcpuEvent {

@@ -1,0 +1,255 @@
+/**
+ * Test support for device authors (`@tsvmm/core/testing`): a DeviceContext
+ * whose every service is a recording fake, so a device is unit-tested through
+ * the same bus and memory interfaces the machine uses, without KVM.
+ */
+import type { EventNotifier, InterruptAndNotifyServices, IoEventSpec, MsiMessage, MsiRoute, Unregister } from '../accelerator.js';
+import { AddressSpace } from '../address-space.js';
+import type { Chardev } from '../chardev.js';
+import { createContainer } from '../container.js';
+import type { DeviceContext, MachineInfo, VirtualClock } from '../device.js';
+import { ConfigError } from '../errors.js';
+import { FirmwareConfig } from '../firmware-config.js';
+import { GuestMemory } from '../guest-memory.js';
+import type { IoThread } from '../iothread.js';
+import { IrqLine } from '../irq.js';
+import { nullLogger, type Logger } from '../logger.js';
+import type { DriveSpec } from '../machine-description.js';
+import { PluginRegistry } from '../plugin-loader.js';
+
+/** A notifier counting in memory; watchers run from a macrotask, as with a real eventfd. */
+export class FakeNotifier implements EventNotifier {
+  private static nextFd = 1000;
+  readonly fd = FakeNotifier.nextFd++;
+  count = 0n;
+  closed = false;
+  private readonly watchers = new Set<() => void>();
+  notify(): void {
+    this.count += 1n;
+    for (const w of this.watchers) setImmediate(w);
+  }
+  drain(): bigint | null {
+    const c = this.count;
+    this.count = 0n;
+    return c === 0n ? null : c;
+  }
+  watch(onSignal: () => void): () => void {
+    const w = (): void => onSignal();
+    this.watchers.add(w);
+    return () => this.watchers.delete(w);
+  }
+  close(): void {
+    this.closed = true;
+    this.watchers.clear();
+  }
+}
+
+/** Records ioeventfds, irqfds and MSI routes; `guestWrite` plays a guest write that KVM would turn into a signal. */
+export class FakeNotifyServices implements InterruptAndNotifyServices {
+  readonly ioeventfds = new Set<IoEventSpec>();
+  readonly irqfds = new Set<{ gsi: number; notifier: EventNotifier; resample: EventNotifier | undefined }>();
+  readonly msiRoutes = new Map<number, MsiMessage>();
+  readonly signalledMsis: MsiMessage[] = [];
+  private nextGsi = 24;
+
+  createNotifier(): FakeNotifier {
+    return new FakeNotifier();
+  }
+  assignIoeventfd(spec: IoEventSpec): Unregister {
+    const own = { ...spec };
+    this.ioeventfds.add(own);
+    return () => this.ioeventfds.delete(own);
+  }
+  assignIrqfd(gsi: number, notifier: EventNotifier, resample?: EventNotifier): Unregister {
+    const reg = { gsi, notifier, resample };
+    this.irqfds.add(reg);
+    return () => this.irqfds.delete(reg);
+  }
+  allocateMsiRoute(msg: MsiMessage): MsiRoute {
+    const gsi = this.nextGsi++;
+    this.msiRoutes.set(gsi, msg);
+    return {
+      gsi,
+      update: (m) => {
+        if (this.msiRoutes.has(gsi)) this.msiRoutes.set(gsi, m);
+      },
+      release: () => this.msiRoutes.delete(gsi),
+    };
+  }
+  signalMsi(msg: MsiMessage): void {
+    this.signalledMsis.push(msg);
+  }
+  /** A guest write KVM would match against the ioeventfds; true if one matched (and was signalled). */
+  guestWrite(space: 'pio' | 'mmio', addr: number, len: number, value: bigint): boolean {
+    for (const s of this.ioeventfds) {
+      if (s.space !== space || s.addr !== addr || (s.len !== 0 && s.len !== len)) continue;
+      if (s.datamatch !== undefined && s.datamatch !== value) continue;
+      s.notifier.notify();
+      return true;
+    }
+    return false;
+  }
+}
+
+/** A clock the test moves by hand. */
+export class ManualClock implements VirtualClock {
+  ns = 0n;
+  constructor(private readonly wall = new Date(Date.UTC(2026, 0, 1, 12, 0, 0))) {}
+  nowNs(): bigint {
+    return this.ns;
+  }
+  wallClockAtStart(): Date {
+    return this.wall;
+  }
+  advanceMs(ms: number): void {
+    this.ns += BigInt(Math.round(ms * 1e6));
+  }
+}
+
+/** Collects what the guest printed; `input` plays bytes typed on the host. */
+export class RecordingChardev implements Chardev {
+  readonly output: number[] = [];
+  private listener: ((data: Uint8Array) => void) | undefined;
+  constructor(readonly id: string) {}
+  write(data: Uint8Array): void {
+    this.output.push(...data);
+  }
+  setInputListener(l: ((data: Uint8Array) => void) | undefined): void {
+    this.listener = l;
+  }
+  input(data: Uint8Array | string): void {
+    this.listener?.(typeof data === 'string' ? new TextEncoder().encode(data) : data);
+  }
+  get text(): string {
+    return new TextDecoder().decode(Uint8Array.from(this.output));
+  }
+  close(): void {
+    this.listener = undefined;
+  }
+}
+
+export interface TestDeviceContextOptions {
+  /** guest RAM bytes (default 1 MiB), at guest physical 0 */
+  ramSize?: number;
+  /** bytes of a guard area after RAM in the same buffer, filled with 0xa5, for out-of-bounds checks (default 4096) */
+  guardSize?: number;
+  machine?: Partial<MachineInfo>;
+  chardevs?: Chardev[];
+  iothreads?: IoThread[];
+  drives?: DriveSpec[];
+  plugins?: PluginRegistry;
+  log?: Logger;
+}
+
+export interface TestDeviceContext {
+  ctx: DeviceContext;
+  pio: AddressSpace;
+  mmio: AddressSpace;
+  memory: GuestMemory;
+  /** the whole buffer behind RAM, guard area included */
+  ramBuffer: SharedArrayBuffer;
+  /** true while every guard byte still reads 0xa5 */
+  guardIntact(): boolean;
+  clock: ManualClock;
+  notify: FakeNotifyServices;
+  fwCfg: FirmwareConfig;
+  /** current level of every GSI a device raised or lowered, and every transition in order */
+  irqLevels: Map<number, boolean>;
+  irqLog: [number, boolean][];
+  resets: string[];
+  shutdowns: string[];
+  exits: { status: number; reason: string }[];
+}
+
+export function createTestDeviceContext(opts: TestDeviceContextOptions = {}): TestDeviceContext {
+  const ramSize = opts.ramSize ?? 1 << 20;
+  const guardSize = opts.guardSize ?? 4096;
+  const ramBuffer = new SharedArrayBuffer(ramSize + guardSize);
+  new Uint8Array(ramBuffer, ramSize).fill(0xa5);
+  const memory = new GuestMemory([{ gpa: 0, size: ramSize, buffer: ramBuffer }]);
+  const pio = new AddressSpace('pio', 0x10000);
+  const mmio = new AddressSpace('mmio', 2 ** 52);
+  const clock = new ManualClock();
+  const notify = new FakeNotifyServices();
+  const fwCfg = new FirmwareConfig();
+  const irqLevels = new Map<number, boolean>();
+  const irqLog: [number, boolean][] = [];
+  const lines = new Map<number, IrqLine>();
+  const resets: string[] = [];
+  const shutdowns: string[] = [];
+  const exits: { status: number; reason: string }[] = [];
+  const services = new Map<symbol, unknown>();
+  const chardevs = new Map((opts.chardevs ?? []).map((c) => [c.id, c]));
+  const iothreads = new Map((opts.iothreads ?? []).map((t) => [t.id, t]));
+  const drives = new Map((opts.drives ?? []).map((d, i) => [d.id ?? `drive${i}`, d]));
+  const sink = {
+    setIrq(gsi: number, level: boolean): void {
+      irqLevels.set(gsi, level);
+      irqLog.push([gsi, level]);
+    },
+  };
+  const machine: MachineInfo = {
+    machineType: 'test',
+    ramSize,
+    ramBelowFourGiB: ramSize,
+    ramAboveFourGiB: 0,
+    cpus: 1,
+    maxCpus: 1,
+    kernelCmdline: '',
+    ...opts.machine,
+  };
+  const ctx: DeviceContext = {
+    pio,
+    mmio,
+    memory,
+    machine,
+    fwCfg,
+    clock,
+    log: opts.log ?? nullLogger,
+    irq(gsi) {
+      let l = lines.get(gsi);
+      if (l === undefined) {
+        l = new IrqLine(sink, gsi);
+        lines.set(gsi, l);
+      }
+      return l;
+    },
+    chardev: (id) => chardevs.get(id),
+    requestReset: (r) => resets.push(r),
+    requestShutdown: (r) => shutdowns.push(r),
+    requestExit: (status, reason) => exits.push({ status, reason }),
+    notify,
+    provide(token, service) {
+      if (services.has(token)) throw new ConfigError(`a device already provides ${token.description ?? 'this service'}`);
+      services.set(token, service);
+    },
+    lookup: <T>(token: symbol): T | undefined => services.get(token) as T | undefined,
+    iothread(id) {
+      const t = iothreads.get(id);
+      if (t === undefined) throw new ConfigError(`no iothread '${id}'`);
+      return t;
+    },
+    drive(id) {
+      const d = drives.get(id);
+      if (d === undefined) throw new ConfigError(`no drive '${id}'`);
+      return d;
+    },
+    plugins: opts.plugins ?? PluginRegistry.create({ container: createContainer(), noDiscovery: true }),
+  };
+  return {
+    ctx,
+    pio,
+    mmio,
+    memory,
+    ramBuffer,
+    guardIntact: () => new Uint8Array(ramBuffer, ramSize).every((b) => b === 0xa5),
+    clock,
+    notify,
+    fwCfg,
+    irqLevels,
+    irqLog,
+    resets,
+    shutdowns,
+    exits,
+  };
+}
