@@ -79,6 +79,12 @@ export interface Device {
   unrealize(): void | Promise<void>;
   /** properties as shown in `vm/status` and `device/list` */
   describe(): Record<string, unknown>;
+  /**
+   * Called once every device is realized, before the guest first runs and
+   * again before it runs after each reset — where a device does what firmware
+   * would (the PCI host assigns bus numbers, BARs and interrupt lines).
+   */
+  machineReady?(): void;
 }
 
 export interface DeviceTypeDefinition<P = unknown> {

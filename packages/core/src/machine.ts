@@ -203,6 +203,7 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
     try {
       machine.fillFirmwareConfig();
       await machine.createDevices();
+      machine.devicesReady();
       machine.loadKernel();
     } catch (err) {
       await machine.teardown();
@@ -274,6 +275,7 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
     const wasRunning = this.stateValue === 'running';
     await this.accel.reset();
     for (const d of this.devices) d.device.reset();
+    this.devicesReady();
     this.loadKernel();
     this.opts.log.info('machine reset', { reason, detail });
     if (wasRunning) this.accel.resume();
@@ -606,6 +608,10 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
       }
       entry.realized = true;
     }
+  }
+
+  private devicesReady(): void {
+    for (const d of this.devices) d.device.machineReady?.();
   }
 
   private async deviceType(driver: string): Promise<DeviceTypeDefinition> {
