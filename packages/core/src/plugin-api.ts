@@ -12,6 +12,8 @@
  * of @tsvmm/core (e.g. one installed in its own node_modules) still matches.
  */
 import type { DependencyContainer } from 'tsyringe';
+// type-only, so the plugin contract and the device contract form no import cycle at run time
+import type { DeviceTypeDefinition } from './device.js';
 
 /** Version of the API plugins are built against. Bump minor for additive changes. */
 export const PLUGIN_API_VERSION = '1.0.0';
@@ -68,3 +70,15 @@ export const PluginTokens = {
   'chardev-backend': Symbol.for('tsvmm.plugin.chardev-backend'),
   'net-backend': Symbol.for('tsvmm.plugin.net-backend'),
 } as const satisfies Record<PluginKind, symbol>;
+
+/**
+ * The whole entry module of a `device` plugin: registers each of `types` under
+ * {@link PluginTokens.device}. `export default devicePlugin(isaSerial);`
+ */
+export function devicePlugin(...types: DeviceTypeDefinition[]): TsvmmPlugin {
+  return {
+    register(ctx: PluginContext): void {
+      for (const type of types) ctx.container.register(PluginTokens.device, { useValue: type });
+    },
+  };
+}

@@ -23,14 +23,12 @@
 import { z } from 'zod';
 import {
   defineDeviceType,
-  PluginTokens,
+  devicePlugin,
   prop,
   type BusDevice,
   type BusRange,
   type Device,
   type DeviceContext,
-  type PluginContext,
-  type TsvmmPlugin,
 } from '@tsvmm/core';
 
 // --- registers --------------------------------------------------------------------------
@@ -231,9 +229,4 @@ export const acpiPm = defineDeviceType({
   },
 });
 
-const plugin: TsvmmPlugin = {
-  register(ctx: PluginContext): void {
-    ctx.container.register(PluginTokens.device, { useValue: acpiPm });
-  },
-};
-export default plugin;
+export default devicePlugin(acpiPm);

@@ -33,14 +33,12 @@
 import { z } from 'zod';
 import {
   defineDeviceType,
-  PluginTokens,
+  devicePlugin,
   prop,
   type BusDevice,
   type BusRange,
   type Device,
   type DeviceContext,
-  type PluginContext,
-  type TsvmmPlugin,
   type VirtualClock,
 } from '@tsvmm/core';
 
@@ -487,9 +485,4 @@ export const mc146818rtc = defineDeviceType({
   },
 });
 
-const plugin: TsvmmPlugin = {
-  register(ctx: PluginContext): void {
-    ctx.container.register(PluginTokens.device, { useValue: mc146818rtc });
-  },
-};
-export default plugin;
+export default devicePlugin(mc146818rtc);

@@ -20,18 +20,16 @@
 import { z } from 'zod';
 import {
   defineDeviceType,
+  devicePlugin,
   FwCfgKey,
   GuestMemoryError,
   nullLogger,
-  PluginTokens,
   prop,
   type BusDevice,
   type BusRange,
   type Device,
   type DeviceContext,
   type Logger,
-  type PluginContext,
-  type TsvmmPlugin,
 } from '@tsvmm/core';
 
 // --- registers ("Register Locations", x86) ---------------------------------------------
@@ -288,9 +286,4 @@ export const fwCfg = defineDeviceType({
   },
 });
 
-const plugin: TsvmmPlugin = {
-  register(ctx: PluginContext): void {
-    ctx.container.register(PluginTokens.device, { useValue: fwCfg });
-  },
-};
-export default plugin;
+export default devicePlugin(fwCfg);

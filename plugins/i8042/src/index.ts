@@ -24,14 +24,12 @@
 import { z } from 'zod';
 import {
   defineDeviceType,
-  PluginTokens,
+  devicePlugin,
   prop,
   type BusDevice,
   type BusRange,
   type Device,
   type DeviceContext,
-  type PluginContext,
-  type TsvmmPlugin,
 } from '@tsvmm/core';
 
 // --- registers --------------------------------------------------------------------------
@@ -291,9 +289,4 @@ export const i8042 = defineDeviceType({
   },
 });
 
-const plugin: TsvmmPlugin = {
-  register(ctx: PluginContext): void {
-    ctx.container.register(PluginTokens.device, { useValue: i8042 });
-  },
-};
-export default plugin;
+export default devicePlugin(i8042);

@@ -15,14 +15,12 @@
 import { z } from 'zod';
 import {
   defineDeviceType,
-  PluginTokens,
+  devicePlugin,
   prop,
   type BusDevice,
   type BusRange,
   type Device,
   type DeviceContext,
-  type PluginContext,
-  type TsvmmPlugin,
 } from '@tsvmm/core';
 
 export interface DebugExitProperties {
@@ -92,9 +90,4 @@ export const isaDebugExit = defineDeviceType({
   },
 });
 
-const plugin: TsvmmPlugin = {
-  register(ctx: PluginContext): void {
-    ctx.container.register(PluginTokens.device, { useValue: isaDebugExit });
-  },
-};
-export default plugin;
+export default devicePlugin(isaDebugExit);

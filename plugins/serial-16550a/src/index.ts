@@ -39,8 +39,8 @@ import { z } from 'zod';
 import {
   ConfigError,
   defineDeviceType,
+  devicePlugin,
   nullLogger,
-  PluginTokens,
   prop,
   type BusDevice,
   type BusRange,
@@ -49,8 +49,6 @@ import {
   type DeviceContext,
   type IrqLine,
   type Logger,
-  type PluginContext,
-  type TsvmmPlugin,
 } from '@tsvmm/core';
 
 // --- registers (Table II); offsets from the base, DLAB = LCR bit 7 -------------------
@@ -546,9 +544,4 @@ export const isaSerial = defineDeviceType({
   },
 });
 
-const plugin: TsvmmPlugin = {
-  register(ctx: PluginContext): void {
-    ctx.container.register(PluginTokens.device, { useValue: isaSerial });
-  },
-};
-export default plugin;
+export default devicePlugin(isaSerial);
