@@ -9,7 +9,14 @@
  *
  * Build: cc -O2 -o baseline baseline.c
  * Usage: baseline [iterations] [real|prot]     (defaults: 100000 prot)
+ *        baseline --elf GUEST.elf              (the multiboot guest tsvmm runs)
  * Prints one JSON line: {"mode":..,"exits":..,"nsPerExit":..}
+ *
+ * With --elf the guest is the very ELF32 kernel the tsvmm side boots
+ * (test/guest/out/exit-latency-guest.elf): its PT_LOAD segments are copied to
+ * RAM and it is entered in flat protected mode with the multiboot magic, as
+ * tsvmm does. Exits on BENCH_PORT are counted from the first one to the
+ * isa-debug-exit write, which ends the run.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -23,7 +30,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#define GUEST_RAM_SIZE 0x100000
+#include <elf.h>
+
+#define GUEST_RAM_SIZE 0x400000
+#define BENCH_PORT 0xe0
+#define DEBUG_EXIT_PORT 0xf4
 #define CODE_ADDR 0x1000
 #define OUT_PORT 0x10
 
@@ -59,9 +70,40 @@ static size_t emit_loop(uint8_t *p, uint32_t n, int real_mode) {
 	return i;
 }
 
+/* Copies the ELF32 file's PT_LOAD segments into guest RAM; returns the entry point. */
+static uint32_t load_elf32(const char *path, uint8_t *mem) {
+	FILE *f = fopen(path, "rb");
+	if (f == NULL) die(path);
+	static uint8_t image[GUEST_RAM_SIZE];
+	size_t len = fread(image, 1, sizeof image, f);
+	fclose(f);
+	Elf32_Ehdr eh;
+	if (len < sizeof eh) { fprintf(stderr, "%s: too short for ELF\n", path); exit(1); }
+	memcpy(&eh, image, sizeof eh);
+	if (memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 || eh.e_ident[EI_CLASS] != ELFCLASS32) {
+		fprintf(stderr, "%s: not an ELF32 file\n", path);
+		exit(1);
+	}
+	for (unsigned i = 0; i < eh.e_phnum; i++) {
+		Elf32_Phdr ph;
+		size_t off = eh.e_phoff + (size_t)i * eh.e_phentsize;
+		if (off + sizeof ph > len) { fprintf(stderr, "%s: program header past EOF\n", path); exit(1); }
+		memcpy(&ph, image + off, sizeof ph);
+		if (ph.p_type != PT_LOAD) continue;
+		if ((uint64_t)ph.p_paddr + ph.p_memsz > GUEST_RAM_SIZE || (uint64_t)ph.p_offset + ph.p_filesz > len) {
+			fprintf(stderr, "%s: segment does not fit\n", path);
+			exit(1);
+		}
+		memcpy(mem + ph.p_paddr, image + ph.p_offset, ph.p_filesz);
+		memset(mem + ph.p_paddr + ph.p_filesz, 0, ph.p_memsz - ph.p_filesz);
+	}
+	return eh.e_entry;
+}
+
 int main(int argc, char **argv) {
-	uint32_t n = argc > 1 ? (uint32_t)strtoul(argv[1], NULL, 0) : 100000;
-	int real_mode = argc > 2 && strcmp(argv[2], "real") == 0;
+	const char *elf = argc > 2 && strcmp(argv[1], "--elf") == 0 ? argv[2] : NULL;
+	uint32_t n = elf == NULL && argc > 1 ? (uint32_t)strtoul(argv[1], NULL, 0) : 100000;
+	int real_mode = elf == NULL && argc > 2 && strcmp(argv[2], "real") == 0;
 
 	int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 	if (kvm < 0) die("open /dev/kvm");
@@ -76,7 +118,9 @@ int main(int argc, char **argv) {
 		.slot = 0, .guest_phys_addr = 0, .memory_size = GUEST_RAM_SIZE, .userspace_addr = (uintptr_t)mem,
 	};
 	if (ioctl(vm, KVM_SET_USER_MEMORY_REGION, &region) < 0) die("KVM_SET_USER_MEMORY_REGION");
-	emit_loop(mem + CODE_ADDR, n, real_mode);
+	uint32_t entry = CODE_ADDR;
+	if (elf != NULL) entry = load_elf32(elf, mem);
+	else emit_loop(mem + CODE_ADDR, n, real_mode);
 
 	int vcpu = ioctl(vm, KVM_CREATE_VCPU, 0);
 	if (vcpu < 0) die("KVM_CREATE_VCPU");
@@ -104,7 +148,7 @@ int main(int argc, char **argv) {
 		sregs.cr0 |= 1; /* PE */
 	}
 	if (ioctl(vcpu, KVM_SET_SREGS, &sregs) < 0) die("KVM_SET_SREGS");
-	struct kvm_regs regs = {.rip = CODE_ADDR, .rflags = 2};
+	struct kvm_regs regs = {.rip = entry, .rflags = 2, .rax = 0x2badb002};
 	if (ioctl(vcpu, KVM_SET_REGS, &regs) < 0) die("KVM_SET_REGS");
 
 	uint64_t exits = 0, start = now_ns();
@@ -112,6 +156,14 @@ int main(int argc, char **argv) {
 		if (ioctl(vcpu, KVM_RUN, 0) < 0) {
 			if (errno == EINTR) continue;
 			die("KVM_RUN");
+		}
+		if (elf != NULL && run->exit_reason == KVM_EXIT_IO) {
+			if (run->io.port == BENCH_PORT) {
+				if (exits++ == 0) start = now_ns();
+				continue;
+			}
+			if (run->io.port == DEBUG_EXIT_PORT) break;
+			continue; /* the serial marker byte */
 		}
 		if (run->exit_reason == KVM_EXIT_IO && run->io.port == OUT_PORT) {
 			exits++;
@@ -122,7 +174,7 @@ int main(int argc, char **argv) {
 		return 1;
 	}
 	uint64_t elapsed = now_ns() - start;
-	printf("{\"mode\":\"%s\",\"exits\":%llu,\"nsPerExit\":%.1f}\n", real_mode ? "real" : "prot",
+	printf("{\"mode\":\"%s\",\"exits\":%llu,\"nsPerExit\":%.1f}\n", elf != NULL ? "elf" : real_mode ? "real" : "prot",
 	       (unsigned long long)exits, exits ? (double)elapsed / (double)exits : 0.0);
 	return exits == n ? 0 : 1;
 }
