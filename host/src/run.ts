@@ -51,7 +51,8 @@ export interface RunOptions {
 /** The KVM accelerator loads the native addon; import it only when a VM is really run. */
 async function kvmAccelerator(): Promise<KvmAccelerator> {
   const { createKvmAccelerator } = await import('@tsvmm/core/kvm');
-  return createKvmAccelerator();
+  // TSVMM_KVM_DEVICE names another KVM device node (tests use it to check the error for a missing /dev/kvm).
+  return createKvmAccelerator(process.env['TSVMM_KVM_DEVICE']);
 }
 
 const here = path.dirname(fileURLToPath(import.meta.url));

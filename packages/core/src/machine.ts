@@ -182,7 +182,7 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
       }),
       topology: smp,
     });
-    for (const w of cpuPlan.warnings) log.warn(w);
+
     if (description.kernel === undefined) {
       throw new ConfigError('no kernel given', { hint: 'tsvmm boots kernels directly: pass --kernel FILE (multiboot or bzImage), or --demo' });
     }
@@ -209,6 +209,8 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
       await machine.teardown();
       throw err;
     }
+    // Warnings (e.g. CPU features the host lacks) only once the machine exists, so a failed start prints just its error.
+    for (const w of cpuPlan.warnings) log.warn(w);
     return machine;
   }
 

@@ -84,7 +84,7 @@ export class Kvm {
       version = kvmNative.ioctl(fd, kvmNative.constants.KVM_GET_API_VERSION ?? -1);
     } catch (err) {
       kvmNative.close(fd);
-      throw new KvmUnavailableError(`${path} is not a KVM device: KVM_GET_API_VERSION failed`, path, { cause: err });
+      throw new KvmUnavailableError(`${path} is not a KVM device`, path, { cause: err });
     }
     if (version !== KVM_API_VERSION) {
       kvmNative.close(fd);
