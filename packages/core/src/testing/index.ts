@@ -123,9 +123,37 @@ export class RecordingChardev implements Chardev {
   get text(): string {
     return new TextDecoder().decode(Uint8Array.from(this.output));
   }
+  /** true while a device listens for input */
+  get attached(): boolean {
+    return this.listener !== undefined;
+  }
   close(): void {
     this.listener = undefined;
   }
+}
+
+/** A guest `in` of `size` bytes at `port`, little-endian as on x86. */
+export function portIn(pio: AddressSpace, port: number, size: 1 | 2 | 4): number {
+  const b = new Uint8Array(size);
+  pio.read(port, b);
+  return b.reduceRight((v, x) => v * 256 + x, 0);
+}
+
+/** A guest `out` of the low `size` bytes of `value` at `port`, little-endian as on x86. */
+export function portOut(pio: AddressSpace, port: number, size: 1 | 2 | 4, value: number): void {
+  const b = new Uint8Array(size);
+  for (let i = 0; i < size; i++) b[i] = (value >>> (8 * i)) & 0xff;
+  pio.write(port, b);
+}
+
+/** A guest `inb`. */
+export function inb(pio: AddressSpace, port: number): number {
+  return portIn(pio, port, 1);
+}
+
+/** A guest `outb`. */
+export function outb(pio: AddressSpace, port: number, value: number): void {
+  portOut(pio, port, 1, value);
 }
 
 export interface TestDeviceContextOptions {
@@ -133,6 +161,14 @@ export interface TestDeviceContextOptions {
   ramSize?: number;
   /** bytes of a guard area after RAM in the same buffer, filled with 0xa5, for out-of-bounds checks (default 4096) */
   guardSize?: number;
+  /**
+   * guest RAM as regions at these guest addresses, for layouts with holes
+   * (default one region of ramSize at 0); each region has its own buffer and
+   * guard area, `ramBuffer` is the lowest region's
+   */
+  ramRegions?: { gpa: number; size: number }[];
+  /** host wall-clock time the guest RTC starts from (default 2026-01-01T12:00:00Z) */
+  wallClockAtStart?: Date;
   machine?: Partial<MachineInfo>;
   chardevs?: Chardev[];
   iothreads?: IoThread[];
@@ -156,20 +192,30 @@ export interface TestDeviceContext {
   /** current level of every GSI a device raised or lowered, and every transition in order */
   irqLevels: Map<number, boolean>;
   irqLog: [number, boolean][];
+  /** the level of `gsi`; false for a line never raised */
+  irqLevel(gsi: number): boolean;
+  /** rising edges seen on `gsi` */
+  irqRaises(gsi: number): number;
   resets: string[];
   shutdowns: string[];
   exits: { status: number; reason: string }[];
 }
 
 export function createTestDeviceContext(opts: TestDeviceContextOptions = {}): TestDeviceContext {
-  const ramSize = opts.ramSize ?? 1 << 20;
   const guardSize = opts.guardSize ?? 4096;
-  const ramBuffer = new SharedArrayBuffer(ramSize + guardSize);
-  new Uint8Array(ramBuffer, ramSize).fill(0xa5);
-  const memory = new GuestMemory([{ gpa: 0, size: ramSize, buffer: ramBuffer }]);
+  const layout = [...(opts.ramRegions ?? [{ gpa: 0, size: opts.ramSize ?? 1 << 20 }])].sort((a, b) => a.gpa - b.gpa);
+  const regions = layout.map(({ gpa, size }) => {
+    const buffer = new SharedArrayBuffer(size + guardSize);
+    new Uint8Array(buffer, size).fill(0xa5);
+    return { gpa, size, buffer };
+  });
+  const memory = new GuestMemory(regions);
+  const ramSize = memory.totalSize;
+  const ramBelowFourGiB = regions.reduce((n, r) => n + Math.max(0, Math.min(r.gpa + r.size, 2 ** 32) - r.gpa), 0);
+  const ramBuffer = regions[0]?.buffer ?? new SharedArrayBuffer(0);
   const pio = new AddressSpace('pio', 0x10000);
   const mmio = new AddressSpace('mmio', 2 ** 52);
-  const clock = new ManualClock();
+  const clock = new ManualClock(opts.wallClockAtStart);
   const notify = new FakeNotifyServices();
   const fwCfg = new FirmwareConfig();
   const irqLevels = new Map<number, boolean>();
@@ -191,8 +237,8 @@ export function createTestDeviceContext(opts: TestDeviceContextOptions = {}): Te
   const machine: MachineInfo = {
     machineType: 'test',
     ramSize,
-    ramBelowFourGiB: ramSize,
-    ramAboveFourGiB: 0,
+    ramBelowFourGiB,
+    ramAboveFourGiB: ramSize - ramBelowFourGiB,
     cpus: 1,
     maxCpus: 1,
     kernelCmdline: '',
@@ -242,12 +288,14 @@ export function createTestDeviceContext(opts: TestDeviceContextOptions = {}): Te
     mmio,
     memory,
     ramBuffer,
-    guardIntact: () => new Uint8Array(ramBuffer, ramSize).every((b) => b === 0xa5),
+    guardIntact: () => regions.every((r) => new Uint8Array(r.buffer, r.size).every((b) => b === 0xa5)),
     clock,
     notify,
     fwCfg,
     irqLevels,
     irqLog,
+    irqLevel: (gsi) => irqLevels.get(gsi) ?? false,
+    irqRaises: (gsi) => irqLog.filter(([g, level]) => g === gsi && level).length,
     resets,
     shutdowns,
     exits,
