@@ -1,6 +1,7 @@
 /// <reference types="mocha" />
 import { expect } from 'chai';
-import { AddressSpace, ConfigError, FirmwareConfig, GuestMemory, IrqLine, nullLogger, parseProperties, type DeviceContext } from '@tsvmm/core';
+import { ConfigError, parseProperties, type AddressSpace } from '@tsvmm/core';
+import { createTestDeviceContext } from '@tsvmm/core/testing';
 import { isaDebugExit, type IsaDebugExit } from '../src/index.js';
 
 interface Rig {
@@ -9,24 +10,8 @@ interface Rig {
   exits: { status: number; reason: string }[];
 }
 
-/** Just enough machine for a device that only owns ports and asks to exit. */
 function rig(props: Record<string, unknown> = {}): Rig {
-  const pio = new AddressSpace('pio', 0x10000);
-  const exits: { status: number; reason: string }[] = [];
-  const ctx: DeviceContext = {
-    pio,
-    mmio: new AddressSpace('mmio', 2 ** 52),
-    memory: new GuestMemory([]),
-    machine: { machineType: 'pc', ramSize: 0, ramBelowFourGiB: 0, ramAboveFourGiB: 0, cpus: 1, maxCpus: 1, kernelCmdline: '' },
-    fwCfg: new FirmwareConfig(),
-    clock: { nowNs: () => 0n, wallClockAtStart: () => new Date(0) },
-    log: nullLogger,
-    irq: (gsi) => new IrqLine({ setIrq: () => undefined }, gsi),
-    chardev: () => undefined,
-    requestReset: () => undefined,
-    requestShutdown: () => undefined,
-    requestExit: (status, reason) => void exits.push({ status, reason }),
-  };
+  const { ctx, pio, exits } = createTestDeviceContext();
   const device = isaDebugExit.create('debugexit0', parseProperties(isaDebugExit.properties, props, 'isa-debug-exit')) as IsaDebugExit;
   device.realize(ctx);
   return { pio, device, exits };
