@@ -1,6 +1,7 @@
 /// <reference types="mocha" />
 import { expect } from 'chai';
-import { AddressSpace, FirmwareConfig, GuestMemory, IrqLine, nullLogger, parseProperties, type DeviceContext } from '@tsvmm/core';
+import { parseProperties, type AddressSpace } from '@tsvmm/core';
+import { createTestDeviceContext, portIn, portOut, type ManualClock } from '@tsvmm/core/testing';
 import { acpiPm, SCI_EN, SLP_EN, TMR_EN, TMR_STS, type AcpiPm } from '../src/index.js';
 
 const S = 1_000_000_000n;
@@ -8,30 +9,14 @@ const S = 1_000_000_000n;
 interface Rig {
   pio: AddressSpace;
   pm: AcpiPm;
-  clock: { ns: bigint };
+  clock: ManualClock;
   shutdowns: string[];
   in(port: number, size: 1 | 2 | 4): number;
   out(port: number, size: 1 | 2 | 4, v: number): void;
 }
 
 function rig(props: Record<string, unknown> = {}): Rig {
-  const pio = new AddressSpace('pio', 0x10000);
-  const clock = { ns: 0n };
-  const shutdowns: string[] = [];
-  const ctx: DeviceContext = {
-    pio,
-    mmio: new AddressSpace('mmio', 2 ** 52),
-    memory: new GuestMemory([]),
-    machine: { machineType: 'pc', ramSize: 0, ramBelowFourGiB: 0, ramAboveFourGiB: 0, cpus: 1, maxCpus: 1, kernelCmdline: '' },
-    fwCfg: new FirmwareConfig(),
-    clock: { nowNs: () => clock.ns, wallClockAtStart: () => new Date(0) },
-    log: nullLogger,
-    irq: (gsi) => new IrqLine({ setIrq: () => undefined }, gsi),
-    chardev: () => undefined,
-    requestReset: () => undefined,
-    requestShutdown: (reason) => void shutdowns.push(reason),
-    requestExit: () => undefined,
-  };
+  const { ctx, pio, clock, shutdowns } = createTestDeviceContext();
   const pm = acpiPm.create('pm', parseProperties(acpiPm.properties, props, 'acpi-pm')) as AcpiPm;
   pm.realize(ctx);
   return {
@@ -39,16 +24,8 @@ function rig(props: Record<string, unknown> = {}): Rig {
     pm,
     clock,
     shutdowns,
-    in(port, size) {
-      const b = new Uint8Array(size);
-      pio.read(port, b);
-      return b.reduceRight((v, x) => v * 256 + x, 0);
-    },
-    out(port, size, v) {
-      const b = new Uint8Array(size);
-      for (let i = 0; i < size; i++) b[i] = (v >>> (8 * i)) & 0xff;
-      pio.write(port, b);
-    },
+    in: (port, size) => portIn(pio, port, size),
+    out: (port, size, v) => portOut(pio, port, size, v),
   };
 }
 
