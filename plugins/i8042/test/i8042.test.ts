@@ -1,6 +1,7 @@
 /// <reference types="mocha" />
 import { expect } from 'chai';
-import { AddressSpace, FirmwareConfig, GuestMemory, IrqLine, nullLogger, parseProperties, type DeviceContext } from '@tsvmm/core';
+import { parseProperties, type AddressSpace } from '@tsvmm/core';
+import { createTestDeviceContext, inb, outb } from '@tsvmm/core/testing';
 import {
   CMD_KBD_DISABLE,
   CMD_KBD_ENABLE,
@@ -31,36 +32,15 @@ interface Rig {
 }
 
 function rig(props: Record<string, unknown> = {}): Rig {
-  const pio = new AddressSpace('pio', 0x10000);
-  const resets: string[] = [];
-  const ctx: DeviceContext = {
-    pio,
-    mmio: new AddressSpace('mmio', 2 ** 52),
-    memory: new GuestMemory([]),
-    machine: { machineType: 'pc', ramSize: 0, ramBelowFourGiB: 0, ramAboveFourGiB: 0, cpus: 1, maxCpus: 1, kernelCmdline: '' },
-    fwCfg: new FirmwareConfig(),
-    clock: { nowNs: () => 0n, wallClockAtStart: () => new Date(0) },
-    log: nullLogger,
-    irq: (gsi) => new IrqLine({ setIrq: () => undefined }, gsi),
-    chardev: () => undefined,
-    requestReset: (reason) => void resets.push(reason),
-    requestShutdown: () => undefined,
-    requestExit: () => undefined,
-  };
+  const { ctx, pio, resets } = createTestDeviceContext();
   const kbc = i8042.create('i8042', parseProperties(i8042.properties, props, 'i8042')) as I8042;
   kbc.realize(ctx);
-  const inb = (port: number): number => {
-    const b = new Uint8Array(1);
-    pio.read(port, b);
-    return b[0] ?? -1;
-  };
-  const outb = (port: number, v: number): void => void pio.write(port, Uint8Array.of(v));
   const ask = (command: number): number => {
-    outb(0x64, command);
-    expect(inb(0x64) & STATUS_OBF, `answer to 0x${command.toString(16)}`).to.equal(STATUS_OBF);
-    return inb(0x60);
+    outb(pio, 0x64, command);
+    expect(inb(pio, 0x64) & STATUS_OBF, `answer to 0x${command.toString(16)}`).to.equal(STATUS_OBF);
+    return inb(pio, 0x60);
   };
-  return { pio, kbc, resets, inb, outb, ask };
+  return { pio, kbc, resets, inb: (port) => inb(pio, port), outb: (port, v) => outb(pio, port, v), ask };
 }
 
 describe('i8042', () => {
