@@ -1,7 +1,8 @@
 /// <reference types="mocha" />
 import { expect } from 'chai';
 import fc from 'fast-check';
-import { AddressSpace, FirmwareConfig, GuestMemory, IrqLine, nullLogger, parseProperties, type DeviceContext, type MachineInfo } from '@tsvmm/core';
+import { parseProperties, type AddressSpace, type MachineInfo } from '@tsvmm/core';
+import { createTestDeviceContext, inb, outb, type ManualClock } from '@tsvmm/core/testing';
 import {
   daysFromCivil,
   mc146818rtc,
@@ -38,7 +39,7 @@ const GiB = 1024 * MiB;
 interface Rig {
   pio: AddressSpace;
   rtc: Mc146818Rtc;
-  clock: { ns: bigint };
+  clock: ManualClock;
   read(reg: number): number;
   write(reg: number, v: number): void;
   /** the time registers as [century, year, month, day, hours, minutes, seconds] */
@@ -49,35 +50,16 @@ interface Rig {
 const START = new Date(Date.UTC(2024, 1, 29, 13, 45, 30, 250));
 
 function rig(opts: { start?: Date; machine?: Partial<MachineInfo>; props?: Record<string, unknown> } = {}): Rig {
-  const pio = new AddressSpace('pio', 0x10000);
-  const clock = { ns: 0n };
-  const start = opts.start ?? START;
-  const ram = 128 * MiB;
-  const ctx: DeviceContext = {
-    pio,
-    mmio: new AddressSpace('mmio', 2 ** 52),
-    memory: new GuestMemory([]),
-    machine: { machineType: 'pc', ramSize: ram, ramBelowFourGiB: ram, ramAboveFourGiB: 0, cpus: 1, maxCpus: 1, kernelCmdline: '', ...opts.machine },
-    fwCfg: new FirmwareConfig(),
-    clock: { nowNs: () => clock.ns, wallClockAtStart: () => start },
-    log: nullLogger,
-    irq: (gsi) => new IrqLine({ setIrq: () => undefined }, gsi),
-    chardev: () => undefined,
-    requestReset: () => undefined,
-    requestShutdown: () => undefined,
-    requestExit: () => undefined,
-  };
+  const { ctx, pio, clock } = createTestDeviceContext({ wallClockAtStart: opts.start ?? START, machine: opts.machine });
   const rtc = mc146818rtc.create('rtc', parseProperties(mc146818rtc.properties, opts.props ?? {}, 'mc146818rtc')) as Mc146818Rtc;
   rtc.realize(ctx);
   const read = (reg: number): number => {
-    pio.write(0x70, Uint8Array.of(reg));
-    const b = new Uint8Array(1);
-    pio.read(0x71, b);
-    return b[0] ?? -1;
+    outb(pio, 0x70, reg);
+    return inb(pio, 0x71);
   };
   const write = (reg: number, v: number): void => {
-    pio.write(0x70, Uint8Array.of(reg));
-    pio.write(0x71, Uint8Array.of(v));
+    outb(pio, 0x70, reg);
+    outb(pio, 0x71, v);
   };
   const time = (): number[] => [RTC_CENTURY, RTC_YEAR, RTC_MONTH, RTC_DAY_OF_MONTH, RTC_HOURS, RTC_MINUTES, RTC_SECONDS].map(read);
   return { pio, rtc, clock, read, write, time };
