@@ -2,6 +2,7 @@
 import { expect } from 'chai';
 import fc from 'fast-check';
 import { AddressRangeError, ConfigError, parseProperties } from '@tsvmm/core';
+import { createTestDeviceContext, inb, outb, RecordingChardev, type TestDeviceContext } from '@tsvmm/core/testing';
 import {
   FIFO_SIZE,
   HOST_INPUT_LIMIT,
@@ -19,7 +20,6 @@ import {
   LSR_THRE,
   Uart16550a,
 } from '../src/index.js';
-import { fakeMachine, inb, outb, type FakeMachine, type RecordingChardev } from './support.js';
 
 const COM1 = 0x3f8;
 const RBR = COM1;
@@ -42,17 +42,16 @@ function createSerial(props: Record<string, unknown>): Uart16550a {
 }
 
 interface Rig {
-  m: FakeMachine;
+  m: TestDeviceContext;
   uart: Uart16550a;
   host: RecordingChardev;
 }
 
 function rig(props: Record<string, unknown> = { chardev: 'serial0' }): Rig {
-  const m = fakeMachine({ chardevs: ['serial0'] });
+  const host = new RecordingChardev('serial0');
+  const m = createTestDeviceContext({ chardevs: [host] });
   const uart = createSerial(props);
   uart.realize(m.ctx);
-  const host = m.chardevs.get('serial0');
-  if (host === undefined) throw new Error('fake chardev missing');
   return { m, uart, host };
 }
 
@@ -77,7 +76,7 @@ describe('isa-serial (16550A)', () => {
     });
 
     it('refuses to realize with a chardev id that does not exist', () => {
-      const m = fakeMachine({ chardevs: ['serial0'] });
+      const m = createTestDeviceContext({ chardevs: [new RecordingChardev('serial0')] });
       expect(() => createSerial({ chardev: 'serial7' }).realize(m.ctx)).to.throw(ConfigError, /serial7/);
     });
   });
@@ -123,16 +122,16 @@ describe('isa-serial (16550A)', () => {
       outb(m.pio, LCR, 0x03);
       outb(m.pio, FCR, 0x01);
       outb(m.pio, IER, 0x02);
-      expect(m.irqs.level(4)).to.equal(true);
+      expect(m.irqLevel(4)).to.equal(true);
       uart.reset();
-      expect(m.irqs.level(4)).to.equal(false);
+      expect(m.irqLevel(4)).to.equal(false);
       expect(inb(m.pio, LCR)).to.equal(0);
       expect(inb(m.pio, IIR)).to.equal(IIR_NO_INTERRUPT);
     });
 
     it('reset() empties the receiver but keeps host input still waiting in the device', () => {
       const { m, uart, host } = rig();
-      host.type('ab'); // 'a' in the holding register, 'b' waiting
+      host.input('ab'); // 'a' in the holding register, 'b' waiting
       uart.reset();
       expect(inb(m.pio, RBR)).to.equal(0x62);
       expect(inb(m.pio, LSR) & LSR_DR).to.equal(0);
@@ -150,7 +149,7 @@ describe('isa-serial (16550A)', () => {
     it('enabling ETBEI while THR is empty raises a THRE interrupt', () => {
       const { m } = rig();
       outb(m.pio, IER, 0x02);
-      expect(m.irqs.level(4)).to.equal(true);
+      expect(m.irqLevel(4)).to.equal(true);
       expect(inb(m.pio, IIR)).to.equal(IIR_THR_EMPTY);
     });
 
@@ -158,18 +157,18 @@ describe('isa-serial (16550A)', () => {
       const { m } = rig();
       outb(m.pio, IER, 0x02);
       inb(m.pio, IIR);
-      expect(m.irqs.level(4)).to.equal(false);
+      expect(m.irqLevel(4)).to.equal(false);
       expect(inb(m.pio, IIR)).to.equal(IIR_NO_INTERRUPT);
     });
 
     it('each THR write re-raises the THRE interrupt with a fresh edge', () => {
       const { m } = rig();
       outb(m.pio, IER, 0x02);
-      const before = m.irqs.raises(4);
+      const before = m.irqRaises(4);
       outb(m.pio, THR, 0x41);
       outb(m.pio, THR, 0x42);
-      expect(m.irqs.raises(4)).to.equal(before + 2);
-      expect(m.irqs.level(4)).to.equal(true);
+      expect(m.irqRaises(4)).to.equal(before + 2);
+      expect(m.irqLevel(4)).to.equal(true);
     });
 
     it('a chardev that fails to write does not stop the guest; later output still goes out', () => {
@@ -189,7 +188,7 @@ describe('isa-serial (16550A)', () => {
       const { m } = rig();
       outb(m.pio, THR, 0x41);
       expect(inb(m.pio, IIR)).to.equal(IIR_NO_INTERRUPT);
-      expect(m.irqs.level(4)).to.equal(false);
+      expect(m.irqLevel(4)).to.equal(false);
     });
   });
 
@@ -235,7 +234,7 @@ describe('isa-serial (16550A)', () => {
     it('host input sets DR; RBR returns the bytes in order and DR clears when empty', () => {
       const { m, host } = rig();
       outb(m.pio, FCR, 0x01);
-      host.type('ok');
+      host.input('ok');
       expect(inb(m.pio, LSR) & LSR_DR).to.equal(LSR_DR);
       expect(inb(m.pio, RBR)).to.equal(0x6f);
       expect(inb(m.pio, RBR)).to.equal(0x6b);
@@ -244,7 +243,7 @@ describe('isa-serial (16550A)', () => {
 
     it('with FIFOs disabled the holding register takes one byte; the rest waits in the device', () => {
       const { m, uart, host } = rig();
-      host.type('abc');
+      host.input('abc');
       expect(uart.receiveFifoLevel).to.equal(1);
       expect(uart.pendingHostInput).to.equal(2);
       expect(inb(m.pio, RBR)).to.equal(0x61);
@@ -258,7 +257,7 @@ describe('isa-serial (16550A)', () => {
       const { m, uart, host } = rig();
       outb(m.pio, FCR, 0x01);
       const sent = Array.from({ length: 40 }, (_, i) => i);
-      host.type(Uint8Array.from(sent));
+      host.input(Uint8Array.from(sent));
       expect(uart.receiveFifoLevel).to.equal(FIFO_SIZE);
       expect(uart.pendingHostInput).to.equal(40 - FIFO_SIZE);
       const got: number[] = [];
@@ -272,14 +271,14 @@ describe('isa-serial (16550A)', () => {
 
     it(`drops host input beyond ${HOST_INPUT_LIMIT} waiting bytes`, () => {
       const { uart, host } = rig();
-      host.type(new Uint8Array(HOST_INPUT_LIMIT + 100));
+      host.input(new Uint8Array(HOST_INPUT_LIMIT + 100));
       expect(uart.pendingHostInput).to.equal(HOST_INPUT_LIMIT - 1); // one byte went on into the holding register
       expect(uart.receiveFifoLevel + uart.pendingHostInput).to.equal(HOST_INPUT_LIMIT);
     });
 
     it('an empty FIFO reads 0; the 16450 holding register repeats its last byte', () => {
       const { m, host } = rig();
-      host.type('z');
+      host.input('z');
       inb(m.pio, RBR);
       expect(inb(m.pio, RBR)).to.equal(0x7a);
       outb(m.pio, FCR, 0x01);
@@ -320,20 +319,20 @@ describe('isa-serial (16550A)', () => {
       const { m, host } = rig();
       outb(m.pio, FCR, 0x41); // FIFO on, trigger level 4
       outb(m.pio, IER, 0x01);
-      host.type('abc');
+      host.input('abc');
       expect(inb(m.pio, IIR)).to.equal(IIR_FIFOS_ENABLED | IIR_CHARACTER_TIMEOUT);
-      host.type('d');
+      host.input('d');
       expect(inb(m.pio, IIR)).to.equal(IIR_FIFOS_ENABLED | IIR_RECEIVED_DATA);
-      expect(m.irqs.level(4)).to.equal(true);
+      expect(m.irqLevel(4)).to.equal(true);
       for (let i = 0; i < 4; i++) inb(m.pio, RBR);
       expect(inb(m.pio, IIR)).to.equal(IIR_FIFOS_ENABLED | IIR_NO_INTERRUPT);
-      expect(m.irqs.level(4)).to.equal(false);
+      expect(m.irqLevel(4)).to.equal(false);
     });
 
     it('reports received data for a single byte in 16450 mode', () => {
       const { m, host } = rig();
       outb(m.pio, IER, 0x01);
-      host.type('x');
+      host.input('x');
       expect(inb(m.pio, IIR)).to.equal(IIR_RECEIVED_DATA);
     });
   });
@@ -389,7 +388,7 @@ describe('isa-serial (16550A)', () => {
     it('host input waits while loopback is on and arrives when it ends', () => {
       const { m, host } = rig();
       outb(m.pio, MCR, MCR_LOOP);
-      host.type('h');
+      host.input('h');
       expect(inb(m.pio, LSR) & LSR_DR).to.equal(0);
       outb(m.pio, MCR, 0);
       expect(inb(m.pio, RBR)).to.equal(0x68);
@@ -409,26 +408,26 @@ describe('isa-serial (16550A)', () => {
       inb(m.pio, RBR);
       expect(inb(m.pio, IIR)).to.equal(IIR_THR_EMPTY); // and this read clears it
       expect(inb(m.pio, IIR)).to.equal(IIR_MODEM_STATUS);
-      expect(m.irqs.level(4)).to.equal(true);
+      expect(m.irqLevel(4)).to.equal(true);
       inb(m.pio, MSR);
       expect(inb(m.pio, IIR)).to.equal(IIR_NO_INTERRUPT);
-      expect(m.irqs.level(4)).to.equal(false);
+      expect(m.irqLevel(4)).to.equal(false);
     });
 
     it('a pending interrupt shows in IIR but raises no IRQ until enabled', () => {
       const { m, host } = rig();
-      host.type('q');
+      host.input('q');
       expect(inb(m.pio, IIR)).to.equal(IIR_NO_INTERRUPT);
-      expect(m.irqs.level(4)).to.equal(false);
+      expect(m.irqLevel(4)).to.equal(false);
       outb(m.pio, IER, 0x01);
-      expect(m.irqs.level(4)).to.equal(true);
+      expect(m.irqLevel(4)).to.equal(true);
     });
 
     it('uses the irq property for its line', () => {
       const { m } = rig({ chardev: 'serial0', irq: 3 });
       outb(m.pio, IER, 0x02);
-      expect(m.irqs.level(3)).to.equal(true);
-      expect(m.irqs.level(4)).to.equal(false);
+      expect(m.irqLevel(3)).to.equal(true);
+      expect(m.irqLevel(4)).to.equal(false);
     });
   });
 
@@ -452,7 +451,7 @@ describe('isa-serial (16550A)', () => {
           let mcr = 0;
           let expectedOutput = 0;
           for (const o of ops) {
-            if (o.kind === 'input') host.type(o.bytes);
+            if (o.kind === 'input') host.input(o.bytes);
             else if (o.kind === 'read') inb(m.pio, COM1 + o.reg);
             else {
               if (o.reg === 0 && (lcr & 0x80) === 0 && (mcr & MCR_LOOP) === 0) expectedOutput++;
@@ -461,7 +460,7 @@ describe('isa-serial (16550A)', () => {
               outb(m.pio, COM1 + o.reg, o.value);
             }
             expect(uart.receiveFifoLevel).to.be.within(0, FIFO_SIZE);
-            const irq = m.irqs.level(4);
+            const irq = m.irqLevel(4);
             const iir = inb(m.pio, IIR);
             expect(validIds.has(iir & 0x0f), `IIR 0x${iir.toString(16)}`).to.equal(true);
             expect(iir & 0x30).to.equal(0);
