@@ -1,6 +1,6 @@
 /**
- * The control-plane snippets in docs/control-plane.md work as written: this
- * test pulls the fenced code blocks out of the page and runs them in order
+ * The control-plane snippets in README.md ("## Control plane") work as written:
+ * this test pulls the fenced code blocks out of that section and runs them in order
  * from the repository root, on KVM with the real serial test guest.
  */
 import { expect } from 'chai';
@@ -16,7 +16,11 @@ interface Snippet {
 }
 
 function snippets(): Snippet[] {
-  const md = fs.readFileSync(path.join(repoRoot, 'docs/control-plane.md'), 'utf8');
+  const readme = fs.readFileSync(path.join(repoRoot, 'README.md'), 'utf8');
+  const start = readme.indexOf('\n## Control plane\n');
+  if (start < 0) throw new Error('README.md has no "## Control plane" section');
+  const next = readme.indexOf('\n## ', start + 1);
+  const md = readme.slice(start, next < 0 ? undefined : next);
   return [...md.matchAll(/```(\w+)\n([\s\S]*?)```/g)].map((m) => ({ lang: m[1] ?? '', code: m[2] ?? '' }));
 }
 
@@ -27,7 +31,7 @@ function run(cmd: string, args: string[], input: string): { status: number | nul
   return { status: r.status, out: `${r.stdout}${r.stderr}` };
 }
 
-describe('rpc README snippets (docs/control-plane.md)', function () {
+describe('rpc README snippets (README.md, Control plane)', function () {
   this.timeout(300_000);
 
   it('has a server, ctl, TypeScript and Python snippet, and each runs as written', async () => {
