@@ -45,7 +45,6 @@ import {
   PCI_COMMAND_IO,
   PCI_COMMAND_MASTER,
   PCI_COMMAND_MEMORY,
-  PCI_COMMAND_PARITY,
   PCI_COMMAND_SERR,
   PCI_CONFIG_HEADER_SIZE,
   PCI_CONFIG_SPACE_SIZE,
@@ -60,7 +59,6 @@ import {
   PCI_IO_RANGE_TYPE_16,
   PCI_IO_RANGE_TYPE_32,
   PCI_IO_BASE_UPPER16,
-  PCI_LATENCY_TIMER,
   PCI_MEMORY_BASE,
   PCI_MEMORY_LIMIT,
   PCI_PREF_BASE_UPPER32,
@@ -77,7 +75,9 @@ import {
   PCI_STATUS_FAST_BACK,
   PCI_STATUS_W1C_BITS,
   PCI_SUBSYSTEM_ID,
+  PCI_SUBDEVICE_ID_QEMU,
   PCI_SUBSYSTEM_VENDOR_ID,
+  PCI_SUBVENDOR_ID_REDHAT_QUMRANET,
   PCI_VENDOR_ID,
 } from './constants.js';
 import { PciConfigError } from './errors.js';
@@ -160,20 +160,20 @@ export class PciConfigSpace {
     this.set8(PCI_HEADER_TYPE, this.headerType | (identity.multifunction ? PCI_HEADER_TYPE_MULTI_FUNCTION : 0));
     this.set8(PCI_INTERRUPT_PIN, identity.interruptPin ?? 0);
 
-    // Command: the bits QEMU lets software change (hw/pci/pci.c pci_init_wmask).
-    this.setWritable(
-      PCI_COMMAND,
-      2,
-      PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER | PCI_COMMAND_PARITY | PCI_COMMAND_SERR | PCI_COMMAND_INTX_DISABLE,
-    );
+    // What software may change, as QEMU's pci_init_wmask has it, so guests see the
+    // same registers on both: Command I/O, Memory, Bus Master, SERR#, INTx Disable;
+    // Cache Line Size; Interrupt Line; the device-specific area 0x40-0xff (until a
+    // capability claims part of it). Latency Timer stays 0 (no bursts to tune).
+    this.setWritable(PCI_COMMAND, 2, PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER | PCI_COMMAND_SERR | PCI_COMMAND_INTX_DISABLE);
     this.setW1C(PCI_STATUS, 2, PCI_STATUS_W1C_BITS);
     this.setWritable(PCI_CACHE_LINE_SIZE, 1, 0xff);
-    this.setWritable(PCI_LATENCY_TIMER, 1, 0xff);
     this.setWritable(PCI_INTERRUPT_LINE, 1, 0xff);
+    this.wmask.fill(0xff, PCI_CONFIG_HEADER_SIZE, PCI_CONFIG_SPACE_SIZE);
 
     if (this.headerType === 0) {
-      this.set16(PCI_SUBSYSTEM_VENDOR_ID, identity.subsystemVendorId ?? 0);
-      this.set16(PCI_SUBSYSTEM_ID, identity.subsystemId ?? 0);
+      // QEMU gives every device Red Hat/Qumranet's subsystem IDs unless the device sets its own.
+      this.set16(PCI_SUBSYSTEM_VENDOR_ID, identity.subsystemVendorId ?? PCI_SUBVENDOR_ID_REDHAT_QUMRANET);
+      this.set16(PCI_SUBSYSTEM_ID, identity.subsystemId ?? PCI_SUBDEVICE_ID_QEMU);
     } else {
       this.initBridgeHeader(identity.io32 ?? false, identity.prefetchable64 ?? true);
     }
@@ -307,7 +307,10 @@ export class PciConfigSpace {
     this.nonVolatile.fill(1, offset, offset + length);
   }
 
-  /** Claim device-specific registers above the header so capabilities are not placed there. */
+  /**
+   * Claim device-specific registers above the header so capabilities are not
+   * placed there. (0x40-0xff starts writable, as in QEMU; narrow it with setWritable.)
+   */
   reserve(offset: number, length: number): void {
     if (offset < PCI_CONFIG_HEADER_SIZE || offset + length > PCI_CONFIG_SPACE_SIZE) {
       throw new PciConfigError(`${this.owner}: cannot reserve 0x${offset.toString(16)}+${length}: device registers live in 0x40-0xff`);
@@ -345,6 +348,9 @@ export class PciConfigSpace {
       }
     }
     this.used.fill(1, offset, offset + length);
+    // A capability is read-only until its owner opens fields (QEMU pci_add_capability).
+    this.wmask.fill(0, offset, offset + length);
+    this.w1cmask.fill(0, offset, offset + length);
     this.set8(offset, id);
     this.set8(offset + 1, this.get8(PCI_CAPABILITY_LIST));
     this.set8(PCI_CAPABILITY_LIST, offset);

@@ -198,6 +198,12 @@ export const PCI_MSIX_ENTRY_VECTOR_CTRL = 12;
 export const PCI_MSIX_ENTRY_CTRL_MASKBIT = 0x1;
 export const PCI_MSIX_MAX_VECTORS = 2048;
 
+/** QEMU's default Subsystem Vendor ID / Subsystem ID (hw/pci/pci.c) */
+export const PCI_SUBVENDOR_ID_REDHAT_QUMRANET = 0x1af4;
+export const PCI_SUBDEVICE_ID_QEMU = 0x1100;
+export const PCI_VENDOR_ID_REDHAT = 0x1b36;
+export const PCI_VENDOR_ID_INTEL = 0x8086;
+
 // --- class codes (PCI Code and ID Assignment Spec) -----------------------------------
 export const PCI_CLASS_BRIDGE_HOST = 0x0600;
 export const PCI_CLASS_BRIDGE_ISA = 0x0601;

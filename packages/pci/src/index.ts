@@ -9,3 +9,4 @@ export * from './config-mechanism.js';
 export * from './msi.js';
 export * from './msix.js';
 export * from './host.js';
+export * from './firmware.js';

@@ -9,8 +9,13 @@
  */
 import { PluginTokens, type MachineTypeDefinition, type PluginContext, type TsvmmPlugin } from '@tsvmm/core';
 
-/** Devices on every PC board. Serial ports and user devices come from the VM's description. */
+/**
+ * Devices on every PC board. Serial ports and user devices come from the VM's description.
+ * The PCI host bridge comes first: it offers the root bus that PIIX3 and every PCI device attach to.
+ */
 const board = [
+  { driver: 'i440FX-pcihost', id: 'i440fx' },
+  { driver: 'PIIX3', id: 'piix3' },
   { driver: 'mc146818rtc', id: 'rtc' },
   { driver: 'i8042', id: 'i8042' },
   { driver: 'acpi-pm', id: 'pm' },
