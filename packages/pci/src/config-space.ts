@@ -140,6 +140,7 @@ export class PciConfigSpace {
   private readonly nonVolatile = new Uint8Array(PCI_CONFIG_SPACE_SIZE);
   private resetImage: Uint8Array | undefined;
   private readonly watches: Watch[] = [];
+  private readonly readHooks: Watch[] = [];
   private readonly resetListeners = new Set<() => void>();
   private readonly barList: (PciBar | undefined)[];
   private readonly caps: PciCapabilityInfo[] = [];
@@ -219,8 +220,20 @@ export class PciConfigSpace {
 
   // --- guest-visible access ------------------------------------------------------------
 
-  /** A configuration read of 1, 2 or 4 bytes (little-endian). */
+  /**
+   * A configuration read of 1, 2 or 4 bytes (little-endian) — the guest path:
+   * read hooks covering the bytes run first, so their owner can refresh them.
+   */
   read(offset: number, size: number): number {
+    checkRange(offset, size);
+    for (const h of [...this.readHooks]) {
+      if (offset < h.end && h.start < offset + size) h.listener(offset, size);
+    }
+    return this.peek(offset, size);
+  }
+
+  /** The register bytes without running read hooks (device code). */
+  private peek(offset: number, size: number): number {
     checkRange(offset, size);
     let v = 0;
     for (let i = size - 1; i >= 0; i--) v = v * 256 + (this.bytes[offset + i] as number);
@@ -255,16 +268,30 @@ export class PciConfigSpace {
     };
   }
 
-  // --- device-side register access (no masks) ------------------------------------------
+  /**
+   * Call `listener` before every guest read touching [offset, offset + length),
+   * for registers whose value the device computes on demand (e.g. virtio's
+   * VIRTIO_PCI_CAP_PCI_CFG data window).
+   */
+  onRead(offset: number, length: number, listener: ConfigWriteListener): () => void {
+    const h: Watch = { start: offset, end: offset + length, listener };
+    this.readHooks.push(h);
+    return () => {
+      const i = this.readHooks.indexOf(h);
+      if (i >= 0) this.readHooks.splice(i, 1);
+    };
+  }
+
+  // --- device-side register access (no masks, no hooks) --------------------------------
 
   get8(offset: number): number {
-    return this.read(offset, 1);
+    return this.peek(offset, 1);
   }
   get16(offset: number): number {
-    return this.read(offset, 2);
+    return this.peek(offset, 2);
   }
   get32(offset: number): number {
-    return this.read(offset, 4);
+    return this.peek(offset, 4);
   }
   set8(offset: number, value: number): void {
     this.setRaw(offset, 1, value);

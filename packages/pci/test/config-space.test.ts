@@ -216,6 +216,20 @@ describe('PciConfigSpace (PCI 3.0 §6.1-6.2)', () => {
     });
   });
 
+  describe('read hooks', () => {
+    it('run before a guest read of their bytes so the owner can refresh them, not for device-side gets', () => {
+      const c = new PciConfigSpace('d', ident);
+      let n = 0;
+      c.onRead(0x80, 4, () => c.set32(0x80, ++n));
+      expect(c.read(0x80, 4)).to.equal(1);
+      expect(c.read(0x82, 1)).to.equal(0);
+      expect(n).to.equal(2);
+      expect(c.read(0x7c, 4)).to.equal(0);
+      expect(c.get32(0x80)).to.equal(2);
+      expect(n).to.equal(2);
+    });
+  });
+
   describe('properties (fast-check)', () => {
     const headers = fc.constantFrom<0 | 1>(0, 1);
     const access = fc.record({ offset: fc.integer({ min: 0, max: 255 }), size: fc.constantFrom(1, 2, 4), value: fc.integer({ min: 0, max: 0xffffffff }) });
