@@ -133,6 +133,7 @@ export class VirtioCommon<I = unknown, L = unknown> {
       onInterrupt: (q) => this.hooks?.queueInterrupt(this.queues[q]?.msixVector ?? VIRTIO_MSI_NO_VECTOR),
       onQueueError: (q, message) => this.needsReset(`queue ${q}: ${message}`),
       onFailure: (message) => this.needsReset(`data plane: ${message}`),
+      onWarning: (message) => this.log.warn(`${this.id}: ${message}`),
     });
     return this.dataPlane.info;
   }

@@ -39,6 +39,8 @@ export interface DataPlaneCallbacks {
   onQueueError(queue: number, message: string): void;
   /** the data plane failed on its own (not the guest's fault) */
   onFailure(message: string): void;
+  /** a backend problem worth logging */
+  onWarning(message: string): void;
 }
 
 export class DataPlaneError extends Error {
@@ -89,6 +91,7 @@ export class DataPlaneHost {
       memory: ctx.memory,
       notifier: (fd) => mainThreadNotifier(notifiers, fd),
       onIoThread: false,
+      warn: (message) => callbacks.onWarning(message),
     };
     const ready = waitReady(port1);
     void runDataPlane(env, spec.init, port2, spec.factory, spec.local).then(() => port2.unref());
@@ -149,6 +152,9 @@ export class DataPlaneHost {
         return;
       case 'closed':
         this.closedWaiter?.();
+        return;
+      case 'warning':
+        this.callbacks.onWarning(e.message);
         return;
       case 'ready':
       case 'dirty':

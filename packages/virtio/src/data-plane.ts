@@ -51,6 +51,8 @@ export interface DataPlaneEnv {
   notifier(fd: number): DataPlaneNotifier;
   /** true on an iothread */
   readonly onIoThread: boolean;
+  /** report a problem that is not the guest's fault (a backend error) to the VMM's log */
+  warn(message: string): void;
 }
 
 /** The device-specific part of a data plane. */
@@ -97,6 +99,7 @@ export type DataPlaneEvent =
   | { type: 'queue-error'; index: number; message: string }
   | { type: 'reset-done'; seq: number }
   | { type: 'dirty'; seq: number; bitmaps: { gpa: number; bitmap: Uint32Array }[] }
+  | { type: 'warning'; message: string }
   | { type: 'closed' };
 
 class RunningQueue {
@@ -341,13 +344,18 @@ function borrowedNotifier(EventFd: EventFdClass, fd: number): DataPlaneNotifier 
  * sends a DataPlaneInitMessage, once it listens on its end (so `ready` cannot
  * race IoThread.load's own reply on the same port).
  */
-export function iothreadEntry<I>(factory: RequestHandlerFactory<I>): (data: unknown, port: MessagePort) => void {
+export function iothreadEntry<I, L = unknown>(factory: RequestHandlerFactory<I, L>): (data: unknown, port: MessagePort) => void {
   return (_data, port) => {
     port.once('message', (m: DataPlaneInitMessage<I>) => {
       // The native addon loads only where a data plane really runs on an iothread.
       void import('@tsvmm/kvm').then(
         ({ EventFd }) => {
-          const env: DataPlaneEnv = { memory: new GuestMemory(m.ram), notifier: (fd) => borrowedNotifier(EventFd, fd), onIoThread: true };
+          const env: DataPlaneEnv = {
+            memory: new GuestMemory(m.ram),
+            notifier: (fd) => borrowedNotifier(EventFd, fd),
+            onIoThread: true,
+            warn: (message) => port.postMessage({ type: 'warning', message } satisfies DataPlaneEvent),
+          };
           return runDataPlane(env, m.init, port, factory);
         },
         (err: unknown) => port.postMessage({ type: 'failed', message: `loading @tsvmm/kvm in the iothread: ${messageOf(err)}` } satisfies DataPlaneEvent),

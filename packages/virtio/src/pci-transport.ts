@@ -169,7 +169,8 @@ export class VirtioPciTransport<I = unknown, L = unknown> implements PciFunction
     this.config.setWritable(this.pciCfgCap + 8, 4, 0xffffffff);
     this.config.setWritable(this.pciCfgCap + 12, 4, 0xffffffff);
     this.config.setWritable(this.pciCfgCap + 16, 4, 0xffffffff);
-    this.config.watch(this.pciCfgCap + 4, 16, (offset, size) => this.pciCfgWritten(offset, size));
+    this.config.watch(this.pciCfgCap + 16, 4, () => this.pciCfgDataWritten());
+    this.config.onRead(this.pciCfgCap + 16, 4, () => this.pciCfgDataRead());
 
     this.msix = new PciMsix(this.config, {
       notify: ctx.notify,
@@ -277,28 +278,34 @@ export class VirtioPciTransport<I = unknown, L = unknown> implements PciFunction
   }
 
   /**
-   * §4.1.4.9 VIRTIO_PCI_CAP_PCI_CFG: a write of pci_cfg_data is written to
-   * the BAR window named by bar/offset/length; the window's current content
-   * is fetched into pci_cfg_data whenever bar, offset or length change (the
-   * PCI package has no config-read hook, so a read of pci_cfg_data returns
-   * what the window held then — for ISR that read clears it early).
+   * §4.1.4.9 VIRTIO_PCI_CAP_PCI_CFG: the driver names a window (bar, offset,
+   * length 1, 2 or 4); a write of pci_cfg_data writes the window, a read of
+   * pci_cfg_data reads it at that moment (so an ISR read through it clears
+   * the ISR, as a direct read would). A window outside BAR4 does nothing.
    */
-  private pciCfgWritten(offset: number, size: number): void {
+  private pciCfgWindow(): { offset: number; length: number } | undefined {
     const cap = this.pciCfgCap;
     const barIndex = this.config.get8(cap + 4);
-    const barOffset = this.config.get32(cap + 8);
+    const offset = this.config.get32(cap + 8);
     const length = this.config.get32(cap + 12);
-    const windowOk = barIndex === VIRTIO_PCI_MODERN_BAR && (length === 1 || length === 2 || length === 4) && barOffset % length === 0 && barOffset + length <= MODERN_BAR_SIZE;
-    const touchedData = offset + size > cap + 16;
-    if (!windowOk) return;
-    const data = new Uint8Array(length);
-    if (touchedData) {
-      putLe(data, this.config.get32(cap + 16));
-      this.modernBar.write(barOffset, data);
-    } else {
-      this.modernBar.read(barOffset, data);
-      this.config.set32(cap + 16, le(data));
-    }
+    const ok = barIndex === VIRTIO_PCI_MODERN_BAR && (length === 1 || length === 2 || length === 4) && offset % length === 0 && offset + length <= MODERN_BAR_SIZE;
+    return ok ? { offset, length } : undefined;
+  }
+
+  private pciCfgDataWritten(): void {
+    const w = this.pciCfgWindow();
+    if (w === undefined) return;
+    const data = new Uint8Array(w.length);
+    putLe(data, this.config.get32(this.pciCfgCap + 16));
+    this.modernBar.write(w.offset, data);
+  }
+
+  private pciCfgDataRead(): void {
+    const w = this.pciCfgWindow();
+    if (w === undefined) return;
+    const data = new Uint8Array(w.length);
+    this.modernBar.read(w.offset, data);
+    this.config.set32(this.pciCfgCap + 16, le(data));
   }
 
   // --- common configuration (§4.1.4.3) --------------------------------------------------
