@@ -52,6 +52,8 @@ export function buildProgram(setStatus: (status: number) => void): Command {
     .option('--demo', 'boot the built-in demo guest')
     .option('--fw-cfg <name=NAME,string=S|file=F>', 'add a fw_cfg file; repeatable', collect, [])
     .option('--plugin <dir>', 'load a plugin package from a directory; repeatable', collect, [])
+    .option('--object <iothread,id=ID>', 'add an object (an iothread for device data planes); repeatable', collect, [])
+    .option('--drive <file=PATH[,format=F][,if=virtio|none][,id=ID][,readonly=on][,discard=unmap][,iothread=ID]>', 'add a drive; if=virtio (the default) also adds a virtio-blk-pci device; repeatable', collect, [])
     .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error']).default('warn'))
     .action(async (opts: RunOptions) => {
       try {

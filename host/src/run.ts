@@ -23,9 +23,11 @@ import {
   parseProperties,
   SinkLogger,
   type DeviceTypeDefinition,
+  type DriveSpec,
   type LogLevel,
   type MachineDescription,
   type MachineTypeDefinition,
+  type ObjectSpec,
 } from '@tsvmm/core';
 import type { KvmAccelerator } from '@tsvmm/core/kvm';
 import { createPluginRegistry } from './plugins.js';
@@ -45,6 +47,10 @@ export interface RunOptions {
   demo?: boolean;
   fwCfg: string[];
   plugin: string[];
+  /** QEMU's -object: `iothread,id=io0` */
+  object: string[];
+  /** QEMU's -drive: `file=PATH,format=raw,if=virtio|none,id=...,readonly=on,discard=unmap,iothread=...` */
+  drive: string[];
   logLevel: LogLevel;
 }
 
@@ -128,6 +134,9 @@ export function descriptionFromOptions(o: RunOptions): MachineDescription {
   if (o.serial.length) desc.serial = o.serial;
   if (!o.reboot) desc.noReboot = true;
   if (o.plugin.length) desc.plugins = [...(desc.plugins ?? []), ...o.plugin];
+  // Shapes are checked by the machine description schema below, with the failing field named.
+  if (o.object.length) desc.objects = [...(desc.objects ?? []), ...o.object.map((spec) => parseKeyValueList(spec, 'qom-type') as ObjectSpec)];
+  if (o.drive.length) desc.drives = [...(desc.drives ?? []), ...o.drive.map((spec) => parseKeyValueList(spec) as DriveSpec)];
   if (o.fwCfg.length) {
     desc.fwCfg = [
       ...(desc.fwCfg ?? []),
