@@ -319,7 +319,8 @@ export class SplitQueue {
         continue;
       }
 
-      if (!this.memory.contains(addr, len)) {
+      // A zero-length buffer must still name a RAM address: devices compute with it.
+      if (!this.memory.contains(addr, Math.max(len, 1))) {
         return this.fault('buffer-outside-ram', `descriptor ${index} of chain ${head} points at ${hex(addr)} length ${len}, outside guest RAM`);
       }
       buffers.push({ addr, len, writable: (flags & VIRTQ_DESC_F_WRITE) !== 0 });
