@@ -1,5 +1,6 @@
 #include "pci_enum.h"
 #include "pci.h"
+#include "io.h"
 
 int pci_present(uint8_t bus, uint8_t dev, uint8_t fn)
 {
@@ -110,4 +111,74 @@ int pci_find(uint16_t vendor, uint16_t device, int nth, struct pci_fn *out)
 	struct find_arg a = { vendor, device, nth, 0, 0, out };
 	pci_enumerate(find_visit, &a);
 	return a.found ? 0 : -1;
+}
+
+struct scan_arg {
+	struct pci_node *nodes;
+	int max, n;
+};
+
+static void scan_visit(const struct pci_fn *f, void *p)
+{
+	struct scan_arg *a = p;
+	if (a->n >= a->max)
+		return;
+	int parent = -1;
+	for (int i = a->n - 1; i >= 0 && f->bus != 0; i--) {
+		const struct pci_fn *b = &a->nodes[i].f;
+		if (b->class_code == PCI_CLASS_BRIDGE_PCI && b->header_type == 1 &&
+		    pci_read8(b->bus, b->dev, b->fn, PCI_SECONDARY_BUS) == f->bus) {
+			parent = i;
+			break;
+		}
+	}
+	a->nodes[a->n].f = *f;
+	a->nodes[a->n].parent = parent;
+	a->n++;
+}
+
+int pci_scan(struct pci_node *nodes, int max)
+{
+	struct scan_arg a = { nodes, max, 0 };
+	pci_enumerate(scan_visit, &a);
+	return a.n;
+}
+
+uint8_t pci_piix_expected_line(const struct pci_node *nodes, int i, uint8_t pin, const uint8_t pirq_irq[4])
+{
+	int addend = 0;
+	while (nodes[i].parent >= 0) {
+		addend += nodes[i].f.dev;
+		i = nodes[i].parent;
+	}
+	addend += nodes[i].f.dev - 1;
+	return pirq_irq[(pin - 1 + addend) & 3];
+}
+
+int testdev_mmio_name(uint32_t base, int n, char *buf, int size)
+{
+	mmio_write8(base, (uint8_t)n);
+	int i = 0;
+	for (; i < size - 1; i++) {
+		char c = (char)mmio_read8(base + 16 + i);
+		if (!c)
+			break;
+		buf[i] = c;
+	}
+	buf[i] = 0;
+	return mmio_read8(base + 1);
+}
+
+int testdev_io_name(uint16_t base, int n, char *buf, int size)
+{
+	outb(base, (uint8_t)n);
+	int i = 0;
+	for (; i < size - 1; i++) {
+		char c = (char)inb(base + 16 + i);
+		if (!c)
+			break;
+		buf[i] = c;
+	}
+	buf[i] = 0;
+	return inb(base + 1);
 }

@@ -6,6 +6,7 @@
 
 #include <stdint.h>
 
+#define PCI_REVISION_ID 0x08
 #define PCI_CLASS_DEVICE 0x0a
 #define PCI_INTERRUPT_PIN 0x3d
 #define PCI_PRIMARY_BUS 0x18
@@ -51,5 +52,26 @@ struct pci_bar {
 void pci_bar_probe(uint8_t bus, uint8_t dev, uint8_t fn, int index, struct pci_bar *out);
 /* First function with this vendor/device from `start` (index in enumeration order), or -1. */
 int pci_find(uint16_t vendor, uint16_t device, int nth, struct pci_fn *out);
+
+/* Every reachable function with the bridge above it: parent is the index of
+ * the bridge in the same array, -1 on bus 0. Returns how many were stored. */
+struct pci_node {
+	struct pci_fn f;
+	int parent;
+};
+int pci_scan(struct pci_node *nodes, int max);
+
+/* The ISA IRQ SeaBIOS's PIIX routing gives pin (1-4) of nodes[i]: the
+ * device's slot and every bridge's slot on the way up, plus the root slot
+ * minus one, select PIRQ A-D, which 0x60-0x63 of the PIIX3 map to an IRQ. */
+uint8_t pci_piix_expected_line(const struct pci_node *nodes, int i, uint8_t pin, const uint8_t pirq_irq[4]);
+
+/* pci-testdev (QEMU docs/specs/pci-testdev.rst) through one of its BARs */
+#define PCI_TESTDEV_VENDOR 0x1b36
+#define PCI_TESTDEV_DEVICE 0x0005
+#define PCI_BRIDGE_DEVICE 0x0001
+/* Starts test `n` and copies its name (up to size-1 bytes); returns the width byte. */
+int testdev_mmio_name(uint32_t base, int n, char *buf, int size);
+int testdev_io_name(uint16_t base, int n, char *buf, int size);
 
 #endif
