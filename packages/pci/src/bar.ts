@@ -15,7 +15,8 @@
  * ioeventfd follows a BAR the guest moves (QEMU: memory_region_add_eventfd on
  * the BAR's region).
  */
-import type { BusDevice, EventNotifier, InterruptAndNotifyServices, Unregister } from '@tsvmm/core';
+import type { BusDevice, EventNotifier, InterruptAndNotifyServices, Logger, Unregister } from '@tsvmm/core';
+import { nullLogger } from '@tsvmm/core';
 import { PciConfigError } from './errors.js';
 
 export type PciBarKind = 'io' | 'mem32' | 'mem64';
@@ -67,6 +68,7 @@ export class PciBar implements BusDevice {
   private readonly listeners = new Set<(address: number | undefined) => void>();
   private mapped: number | undefined;
   private notify: InterruptAndNotifyServices | undefined;
+  private log: Logger = nullLogger;
 
   constructor(
     /** owner for messages, e.g. the device id */
@@ -139,7 +141,8 @@ export class PciBar implements BusDevice {
       throw new PciConfigError(`${this.owner}: ioeventfd at BAR${this.index}+0x${spec.offset.toString(16)} is outside the ${this.size}-byte BAR`);
     }
     const own = { ...spec };
-    this.ioeventfds.set(own, this.assign(own));
+    // Errors here go to the device, which may fall back (e.g. to a fixed width).
+    this.ioeventfds.set(own, this.assign(own, true));
     return () => {
       if (!this.ioeventfds.has(own)) return;
       this.ioeventfds.get(own)?.();
@@ -154,7 +157,8 @@ export class PciBar implements BusDevice {
   }
 
   /** The bus hands the BAR the services it assigns ioeventfds with (at attach). */
-  bindNotify(notify: InterruptAndNotifyServices | undefined): void {
+  bindNotify(notify: InterruptAndNotifyServices | undefined, log?: Logger): void {
+    if (log !== undefined) this.log = log;
     if (notify === this.notify) return;
     for (const [spec, unreg] of this.ioeventfds) {
       unreg?.();
@@ -176,15 +180,28 @@ export class PciBar implements BusDevice {
     for (const l of [...this.listeners]) l(address);
   }
 
-  private assign(spec: BarIoeventfd): Unregister | undefined {
+  /**
+   * Assign in KVM at the current address. When the guest moved the BAR (a
+   * remap), a failure must not escape into its config write: the ioeventfd
+   * stays unassigned, so the writes reach the device's handler instead, and
+   * the failure is logged.
+   */
+  private assign(spec: BarIoeventfd, rethrow = false): Unregister | undefined {
     if (this.mapped === undefined || this.notify === undefined) return undefined;
-    return this.notify.assignIoeventfd({
-      space: this.kind === 'io' ? 'pio' : 'mmio',
-      addr: this.mapped + spec.offset,
-      len: spec.len,
-      ...(spec.datamatch !== undefined ? { datamatch: spec.datamatch } : {}),
-      notifier: spec.notifier,
-    });
+    const addr = this.mapped + spec.offset;
+    try {
+      return this.notify.assignIoeventfd({
+        space: this.kind === 'io' ? 'pio' : 'mmio',
+        addr,
+        len: spec.len,
+        ...(spec.datamatch !== undefined ? { datamatch: spec.datamatch } : {}),
+        notifier: spec.notifier,
+      });
+    } catch (err) {
+      if (rethrow) throw err;
+      this.log.warn(`${this.owner}: BAR${this.index} ioeventfd at 0x${addr.toString(16)} not assigned (${(err as Error).message}); writes there go to the device model`);
+      return undefined;
+    }
   }
 
   private regionAt(offset: number, len: number): BarRegion | undefined {

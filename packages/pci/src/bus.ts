@@ -156,6 +156,11 @@ export class PciBus {
   /** @internal set by PciBridge when its function is attached or detached */
   setUpstream(att: PciAttachment | undefined): void {
     this.upstream = att;
+    // The functions below now reach (or lost) the root's platform: their ioeventfds follow.
+    const platform = this.platform;
+    for (const bus of this.buses()) {
+      for (const a of bus.attachments()) for (const bar of a.fn.config.bars()) bar.bindNotify(platform?.notify, platform?.log);
+    }
     this.remapAll();
   }
 
@@ -224,7 +229,7 @@ export class PciBus {
     const cfg = fn.config;
     cfg.snapshotResetState();
     const platform = this.platform;
-    for (const bar of cfg.bars()) bar.bindNotify(platform?.notify);
+    for (const bar of cfg.bars()) bar.bindNotify(platform?.notify, platform?.log);
     att.unwatch.push(
       cfg.watch(PCI_COMMAND, 2, () => {
         this.remap(att);

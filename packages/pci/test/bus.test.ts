@@ -247,6 +247,42 @@ describe('PciBus', () => {
       expect(t.pio.find(0xc000)).to.equal(undefined);
     });
 
+    it('a device placed behind a bridge before the bridge is attached gets its ioeventfds once it is reachable', () => {
+      const rig = pciRig();
+      const br = bridge('late');
+      const fn = new TestFunction('dev');
+      const bar = fn.config.defineBar(1, { kind: 'io', size: 256, handler: new RecordingRegisters() });
+      br.secondaryBus.attach(fn, { addr: '1' });
+      bar.addIoeventfd({ offset: 4, len: 1, notifier: new FakeNotifier() });
+      fn.config.write(PCI_BASE_ADDRESS_0 + 4, 4, 0xc000);
+      fn.config.write(PCI_COMMAND, 2, PCI_COMMAND_IO);
+      rig.root.attach(br, { addr: '2' });
+      openBridge(br, 1, [0xc000, 0xcfff], [0xfe600000, 0xfe7fffff]);
+      expect([...rig.t.notify.ioeventfds].map((s) => s.addr)).to.deep.equal([0xc004]);
+      rig.root.detach(br);
+      expect(rig.t.notify.ioeventfds.size).to.equal(0);
+      expect(rig.t.pio.find(0xc000)).to.equal(undefined);
+    });
+
+    it('a BAR move whose ioeventfd KVM refuses still maps the BAR; the writes go to the device model', () => {
+      const rig = pciRig();
+      const fn = new TestFunction('dev');
+      const regs = new RecordingRegisters();
+      const bar = fn.config.defineBar(1, { kind: 'io', size: 256, handler: regs });
+      rig.root.attach(fn, { addr: '1' });
+      bar.addIoeventfd({ offset: 4, len: 1, notifier: new FakeNotifier() });
+      const real = rig.t.notify.assignIoeventfd.bind(rig.t.notify);
+      rig.t.notify.assignIoeventfd = () => {
+        throw new Error('EEXIST');
+      };
+      fn.config.write(PCI_BASE_ADDRESS_0 + 4, 4, 0xc000);
+      expect(() => fn.config.write(PCI_COMMAND, 2, PCI_COMMAND_IO)).to.not.throw();
+      expect(bar.mappedAddress).to.equal(0xc000);
+      rig.t.pio.write(0xc004, Uint8Array.of(1));
+      expect(regs.writes).to.deep.equal([{ offset: 4, data: [1] }]);
+      rig.t.notify.assignIoeventfd = real;
+    });
+
     it('a memory BAR is forwarded through the prefetchable window too', () => {
       const { t, br } = setup();
       openBridge(br, 1, [0xc000, 0xcfff], [0xfe800000, 0xfe8fffff]);
