@@ -30,7 +30,7 @@ export class PiixPirqRouter implements PciInterruptRouter {
   /** IRQs this router drives high now */
   private readonly high = new Set<number>();
 
-  constructor(private readonly irqLine: (irq: number) => IrqLine) {}
+  constructor(private readonly irqLine: (irq: number) => Pick<IrqLine, 'raise' | 'lower'>) {}
 
   setIntx(source: object, slot: number, pin: number, level: boolean): void {
     if (level) this.asserted.set(source, piixPirqOf(slot, pin));

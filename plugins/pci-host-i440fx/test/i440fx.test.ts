@@ -118,7 +118,7 @@ describe('i440FX host bridge and PIIX3', () => {
 
   it('a PIRQ router with several PIRQs on one IRQ keeps it high until the last one drops', () => {
     const levels: [number, boolean][] = [];
-    const router = new PiixPirqRouter((irq) => ({ raise: () => levels.push([irq, true]), lower: () => levels.push([irq, false]) }) as never);
+    const router = new PiixPirqRouter((irq) => ({ raise: () => void levels.push([irq, true]), lower: () => void levels.push([irq, false]) }));
     router.setRoute(0, 10);
     router.setRoute(1, 10);
     const s1 = {};
