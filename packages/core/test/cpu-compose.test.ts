@@ -126,6 +126,18 @@ describe('CPUID composition on a recorded Intel host (Skylake i5-6600K)', () => 
   });
 });
 
+describe('CPUID composition on this development host (recorded): linear address width', () => {
+  it('reports 57 linear address bits in 0x80000008 EAX when la57 is on (host model), 48 otherwise', async () => {
+    const host = compose(await cpuModel('host'), pvm);
+    expect(host.features).to.include('la57');
+    expect(leaf(host.entries, 0x80000008).eax & 0xffff).to.equal(0x3930); // what QEMU 7.2 -cpu host gives here
+    const haswell = compose(await cpuModel('Haswell'), pvm);
+    expect(leaf(haswell.entries, 0x80000008).eax & 0xffff).to.equal(0x3028);
+    const minus = compose(await cpuModel('host'), pvm, { modifiers: ['-la57'] });
+    expect((leaf(minus.entries, 0x80000008).eax >>> 8) & 0xff).to.equal(48);
+  });
+});
+
 describe('CPUID composition on a recorded AMD host (FX-8350, Piledriver)', () => {
   it('keeps FMA4, TBM, XOP, FMA, F16C and AVX for Opteron_G5', async () => {
     const r = compose(await cpuModel('Opteron_G5'), amd);

@@ -599,8 +599,9 @@ function buildVcpu(s: BuildState, index: number): VcpuCpuid {
     if (s.xlevel >= 0x80000006) push(cpuidEntry(0x80000006, 0, encode80000006(s.settings.l3Cache)));
     if (s.xlevel >= 0x80000007) push(cpuidEntry(0x80000007, 0, { edx: w(0x80000007, undefined, 'edx') }));
     if (s.xlevel >= 0x80000008) {
-      // EAX: physical 7:0, linear 15:8 (48 with long mode). ECX: ApicIdSize 15:12, NC 7:0 (APM E.4.7).
-      const eax = s.physBits | (has('lm') ? 48 << 8 : 0);
+      // EAX: physical 7:0, linear 15:8 (with long mode: 57 with 5-level paging, else 48; QEMU
+      // cpu_x86_virtual_addr_width). ECX: ApicIdSize 15:12, NC 7:0 (APM E.4.7).
+      const eax = s.physBits | (has('lm') ? (has('la57') ? 57 : 48) << 8 : 0);
       const ecx = threadsPerPkg > 1 ? (layout.pkgOffset << 12) | ((threadsPerPkg - 1) & 0xff) : 0;
       push(cpuidEntry(0x80000008, 0, { eax, ebx: w(0x80000008, undefined, 'ebx'), ecx }));
     }
