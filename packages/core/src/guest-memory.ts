@@ -20,35 +20,59 @@ export interface GuestRamRegion {
   readonly gpa: number;
   readonly size: number;
   readonly buffer: SharedArrayBuffer;
+  /**
+   * The memfd behind `buffer`, when the accelerator has one (valid in every
+   * thread while `buffer` is reachable). Migration asks it which pages were
+   * ever written (lseek SEEK_DATA), so never-touched RAM is neither read nor sent.
+   */
+  readonly fd?: number;
+  /**
+   * The region's device-dirty bitmap (one bit per page, Uint32 words) and the
+   * tracking switch (one Int32), shared by every GuestMemory built from
+   * list(): an iothread's writes land in the same bitmap as the main thread's.
+   * Absent in a caller's own regions: the GuestMemory allocates them.
+   */
+  readonly deviceDirty?: SharedArrayBuffer;
+  readonly dirtyControl?: SharedArrayBuffer;
 }
 
-interface Region extends GuestRamRegion {
+interface Region {
+  readonly gpa: number;
+  readonly size: number;
+  readonly buffer: SharedArrayBuffer;
+  readonly fd: number | undefined;
   readonly end: number;
   readonly bytes: Uint8Array;
   readonly view: DataView;
-  /** one bit per page, set by device writes while dirty tracking is on */
+  /** one bit per page, set by device writes while dirty tracking is on (shared, updated with Atomics) */
   readonly deviceDirty: Uint32Array;
 }
 
 export class GuestMemory {
   private readonly regions: Region[];
-  private dirtyTracking = false;
+  /** [0] != 0 while dirty tracking is on; shared with GuestMemory copies in other threads */
+  private readonly dirtyControl: Int32Array;
 
   constructor(regions: readonly GuestRamRegion[]) {
     const sorted = [...regions].sort((a, b) => a.gpa - b.gpa);
+    const control = sorted.find((r) => r.dirtyControl !== undefined)?.dirtyControl;
+    this.dirtyControl = new Int32Array(control !== undefined && control.byteLength >= 4 ? control : new SharedArrayBuffer(4), 0, 1);
     this.regions = sorted.map((r) => {
       if (r.size > r.buffer.byteLength) {
         throw new RangeError(`guest RAM region at 0x${r.gpa.toString(16)}: size ${r.size} exceeds its buffer (${r.buffer.byteLength})`);
       }
       const pages = Math.ceil(r.size / PAGE_SIZE);
+      const words = Math.ceil(pages / 32);
+      const shared = r.deviceDirty !== undefined && r.deviceDirty.byteLength >= words * 4 ? r.deviceDirty : new SharedArrayBuffer(words * 4);
       return {
         gpa: r.gpa,
         size: r.size,
         buffer: r.buffer,
+        fd: r.fd,
         end: r.gpa + r.size,
         bytes: new Uint8Array(r.buffer, 0, r.size),
         view: new DataView(r.buffer, 0, r.size),
-        deviceDirty: new Uint32Array(Math.ceil(pages / 32)),
+        deviceDirty: new Uint32Array(shared, 0, words),
       };
     });
     for (let i = 1; i < this.regions.length; i++) {
@@ -58,9 +82,20 @@ export class GuestMemory {
     }
   }
 
-  /** Regions as given (for memslots, migration, workers). */
+  /** Regions as given (for memslots, migration, workers), with the shared dirty-tracking state. */
   list(): readonly GuestRamRegion[] {
-    return this.regions.map(({ gpa, size, buffer }) => ({ gpa, size, buffer }));
+    return this.regions.map(({ gpa, size, buffer, fd, deviceDirty }) => ({
+      gpa,
+      size,
+      buffer,
+      ...(fd !== undefined ? { fd } : {}),
+      deviceDirty: deviceDirty.buffer as SharedArrayBuffer,
+      dirtyControl: this.dirtyControl.buffer as SharedArrayBuffer,
+    }));
+  }
+
+  private get dirtyTracking(): boolean {
+    return Atomics.load(this.dirtyControl, 0) !== 0;
   }
 
   get totalSize(): number {
@@ -153,8 +188,9 @@ export class GuestMemory {
     this.forEachChunk(gpa, length, 'write', (r, off, _pos, n) => markPages(r, off, n));
   }
 
+  /** Switches tracking for this memory and every copy built from its list() (other threads included). */
   setDirtyTracking(on: boolean): void {
-    this.dirtyTracking = on;
+    Atomics.store(this.dirtyControl, 0, on ? 1 : 0);
     if (!on) for (const r of this.regions) r.deviceDirty.fill(0);
   }
 
@@ -162,8 +198,10 @@ export class GuestMemory {
   takeDeviceDirty(gpa: number): Uint32Array {
     const r = this.regions.find((x) => x.gpa === gpa);
     if (r === undefined) throw new GuestMemoryError(gpa, 0, 'dirty bitmap lookup');
-    const copy = r.deviceDirty.slice();
-    r.deviceDirty.fill(0);
+    const d = r.deviceDirty;
+    const copy = new Uint32Array(d.length);
+    // Word by word, atomically: an iothread may be setting bits right now, and none may be lost.
+    for (let i = 0; i < d.length; i++) if (d[i] !== 0) copy[i] = Atomics.exchange(d, i, 0);
     return copy;
   }
 
@@ -208,8 +246,5 @@ function markPages(r: Region, offset: number, n: number): void {
   if (n === 0) return;
   const first = Math.floor(offset / PAGE_SIZE);
   const last = Math.floor((offset + n - 1) / PAGE_SIZE);
-  for (let p = first; p <= last; p++) {
-    const w = p >>> 5;
-    r.deviceDirty[w] = ((r.deviceDirty[w] as number) | (1 << (p & 31))) >>> 0;
-  }
+  for (let p = first; p <= last; p++) Atomics.or(r.deviceDirty, p >>> 5, 1 << (p & 31));
 }

@@ -49,6 +49,24 @@ describe('GuestMemory', () => {
     expect(m.takeDeviceDirty(0)[0]).to.equal(0);
   });
 
+  it('shares dirty tracking with a GuestMemory built from its list(), as an iothread builds one', () => {
+    const m = twoRegions();
+    const copy = new GuestMemory(m.list());
+    copy.writeU8(PAGE_SIZE * 5, 1); // tracking off: not recorded
+    m.setDirtyTracking(true);
+    copy.write(PAGE_SIZE * 7, Uint8Array.of(1));
+    expect(m.takeDeviceDirty(0)[0]).to.equal(1 << 7);
+    m.setDirtyTracking(false);
+    copy.writeU8(PAGE_SIZE * 9, 1);
+    expect(m.takeDeviceDirty(0)[0]).to.equal(0);
+  });
+
+  it('passes a region\'s memfd through list()', () => {
+    const buffer = new SharedArrayBuffer(0x1000);
+    expect(new GuestMemory([{ gpa: 0, size: 0x1000, buffer, fd: 42 }]).list()[0]?.fd).to.equal(42);
+    expect(new GuestMemory([{ gpa: 0, size: 0x1000, buffer }]).list()[0]?.fd).to.equal(undefined);
+  });
+
   it('never touches bytes outside the accessed range (property)', () => {
     fc.assert(
       fc.property(fc.integer({ min: -10, max: 0x20000 }), fc.integer({ min: 0, max: 0x300 }), (gpa, len) => {
