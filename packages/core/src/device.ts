@@ -85,7 +85,39 @@ export interface Device {
    * would (the PCI host assigns bus numbers, BARs and interrupt lines).
    */
   machineReady?(): void;
+
+  // --- persistence (migration, snapshots) -----------------------------------------------
+  // Firecracker's `Persist`: a device saves its state as plain data tagged with
+  // a version, and loads any version its type lists in loadableStateVersions.
+  // A device without saveState/loadState blocks migration (the error names it).
+
+  /** the version of the state saveState() writes */
+  readonly stateVersion?: number;
+  /**
+   * The device's state as plain data: JSON values, plus `bigint` and
+   * `Uint8Array` (the stream codec keeps both). Called on the main thread with
+   * the vCPUs paused and, if the device has quiesce(), after it resolved.
+   */
+  saveState?(): DeviceState;
+  /**
+   * Restore a state written by saveState() of this or an older release: the
+   * device is realized (with the destination's context) and the VM has not
+   * run yet. `state` comes from a stream, so it is untrusted: check its shape
+   * and throw an Error saying what is wrong; the migration is then refused.
+   * Re-derive outputs from it (IRQ line levels, mappings) before returning.
+   */
+  loadState?(version: number, state: DeviceState): void;
+  /**
+   * Finish requests in flight (DMA into guest RAM) and stop taking new ones,
+   * before the final saveState(). Called with the vCPUs paused.
+   */
+  quiesce?(): Promise<void>;
+  /** Undo quiesce(): the migration failed (or the source is resumed afterwards) and the VM runs on. */
+  unquiesce?(): void;
 }
+
+/** A device's saved state: JSON values, bigint and Uint8Array (see Device.saveState). */
+export type DeviceState = unknown;
 
 export interface DeviceTypeDefinition<P = unknown> {
   readonly name: string;
@@ -96,6 +128,12 @@ export interface DeviceTypeDefinition<P = unknown> {
   readonly properties: z.ZodType<P>;
   /** a prefix for generated ids (`serial` → `serial0`, `serial1`) */
   readonly idPrefix?: string;
+  /**
+   * State versions this type's devices can load (Device.loadState). A newer
+   * plugin keeps every version older releases wrote (ARCHITECTURE.md "Plugins").
+   * Default: just the devices' own stateVersion.
+   */
+  readonly loadableStateVersions?: readonly number[];
   create(id: string, props: P): Device;
 }
 
@@ -107,6 +145,7 @@ export function defineDeviceType<S extends z.ZodType>(def: {
   hotpluggable: boolean;
   properties: S;
   idPrefix?: string;
+  loadableStateVersions?: readonly number[];
   create(id: string, props: z.output<S>): Device;
 }): DeviceTypeDefinition<z.output<S>> {
   return def as DeviceTypeDefinition<z.output<S>>;

@@ -19,3 +19,4 @@ export * from './accelerator.js';
 export * from './cpu/index.js';
 export * from './machine.js';
 export * from './iothread.js';
+export * from './device-state.js';
