@@ -96,6 +96,40 @@ export interface HostCpuSupport {
   modelId?: string;
 }
 
+/**
+ * vCPU, interrupt controller and clock state, as an accelerator saves it for
+ * migration and snapshots. The machine treats it as opaque data (JSON values,
+ * bigint, Uint8Array); `format` and `version` say which accelerator wrote it.
+ */
+export interface AcceleratorState {
+  format: string;
+  version: number;
+  [field: string]: unknown;
+}
+
+/** What migration needs from an accelerator. Optional: an accelerator without it cannot migrate. */
+export interface AcceleratorMigration {
+  /** the `format` of the states saveState() writes; restoreState() refuses others */
+  readonly stateFormat: string;
+  /** Start (or stop) logging which pages vCPUs write, on every RAM slot. */
+  setDirtyLogging(on: boolean): void;
+  /**
+   * Pages vCPUs wrote since the previous call (since logging started: every
+   * page), one bitmap per RAM region in `ram` order (bit n of word w = page
+   * 32w+n). Logging is re-armed for those pages before this returns, so a
+   * write after the caller reads a page is reported by the next call.
+   */
+  takeDirtyLog(): Uint32Array[];
+  /** vCPUs, interrupt controllers, PIT and clock; only while paused (or never started) */
+  saveState(): AcceleratorState;
+  /**
+   * Load a state saveState() wrote (possibly in another process), before the
+   * vCPUs first run. `state` comes from a stream: it is checked, and an error
+   * says what does not fit.
+   */
+  restoreState(state: unknown): void;
+}
+
 export interface AcceleratorVm extends InterruptAndNotifyServices {
   /** guest RAM, one region per slot, allocated by the accelerator */
   readonly ram: readonly GuestRamRegion[];
@@ -116,6 +150,8 @@ export interface AcceleratorVm extends InterruptAndNotifyServices {
   exitCounts(): Record<string, number>;
   /** the CPUID table KVM holds for a vCPU (KVM_GET_CPUID2) */
   vcpuCpuid(index: number): CpuidEntry[];
+  /** dirty logging and state save/restore, when the accelerator supports migration */
+  readonly migration?: AcceleratorMigration;
 }
 
 export interface Accelerator {

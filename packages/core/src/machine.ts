@@ -11,7 +11,7 @@
  */
 import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
-import type { Accelerator, AcceleratorVm, ExitSink, VcpuEvent } from './accelerator.js';
+import type { Accelerator, AcceleratorMigration, AcceleratorState, AcceleratorVm, ExitSink, VcpuEvent } from './accelerator.js';
 import type { CpuidEntry } from './cpu/cpuid.js';
 import { AddressSpace } from './address-space.js';
 import { loadKernel, readBootFile, type LoadedKernel } from './boot/index.js';
@@ -21,7 +21,7 @@ import { parseCpuOption } from './cpu/cpu-option.js';
 import { hostCpuCapabilities } from './cpu/host-caps.js';
 import { findCpuModel, loadCpuModels } from './cpu/model.js';
 import { resolveSmp, type SmpConfig } from './cpu/topology.js';
-import type { Device, DeviceContext, DeviceTypeDefinition, MachineInfo, VirtualClock } from './device.js';
+import type { Device, DeviceContext, DeviceState, DeviceTypeDefinition, MachineInfo, VirtualClock } from './device.js';
 import { ConfigError, TsvmmError, VmStateError } from './errors.js';
 import { FirmwareConfig, FwCfgKey } from './firmware-config.js';
 import { GuestMemory } from './guest-memory.js';
@@ -47,7 +47,13 @@ export type StateReason =
   | 'internal-error'
   | 'debug-exit'
   | 'host-request'
-  | 'error';
+  | 'error'
+  /** paused for the final copy of a migration */
+  | 'migrating'
+  /** the source after a completed migration, or a destination started from a stream */
+  | 'migrated'
+  /** the migration failed or was cancelled: the source runs on */
+  | 'migration-failed';
 
 export interface StateChange {
   from: VmState;
@@ -91,6 +97,51 @@ export interface MachineOptions {
   log?: Logger;
   /** create the chardev for a `--serial` spec; default: stdio/null/file */
   chardevFactory?: (id: string, spec: string) => Chardev | undefined;
+  /**
+   * The machine's RAM, CPU and device state will come from a migration
+   * stream (`--incoming`): the kernel is read (for later resets) but not
+   * loaded, and the vCPUs get no boot entry.
+   */
+  incoming?: boolean;
+}
+
+/** A device as a migration stream describes it (packages/migration's configuration check). */
+export interface MigratableDeviceInfo {
+  id: string;
+  driver: string;
+  /** the plugin providing the device type */
+  plugin: { name: string; version: string } | undefined;
+  /** the version saveState() writes; undefined when the device cannot save its state */
+  stateVersion: number | undefined;
+  /** the versions the device type's loadState() accepts */
+  loadableStateVersions: number[];
+}
+
+/** What source and destination of a migration must agree on. */
+export interface MachineMigrationInfo {
+  machineType: string;
+  ram: { size: number; regions: { gpa: number; size: number }[] };
+  cpus: number;
+  cpuModel: string;
+  /** the accelerator and the format of its CPU state; undefined: it cannot migrate */
+  accelerator: { name: string; stateFormat: string | undefined };
+  devices: MigratableDeviceInfo[];
+}
+
+/** Everything but RAM, taken with the VM stopped. */
+export interface MachineMigrationState {
+  devices: { id: string; driver: string; version: number; state: DeviceState }[];
+  accelerator: AcceleratorState;
+  /** the VM's run-time clock (VirtualClock.nowNs), which device timers derive from */
+  clockNs: bigint;
+}
+
+/** Pages written since the previous MachineDirtyLog.take(), per RAM region. */
+export interface DirtyRegion {
+  gpa: number;
+  pages: number;
+  /** bit n of word w = page 32w+n of the region */
+  bitmap: Uint32Array;
 }
 
 export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [MachineExit] }> {
@@ -114,6 +165,8 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
   private readonly clockState = { startNs: process.hrtime.bigint(), pausedAt: undefined as bigint | undefined, pausedTotal: 0n, wall: new Date() };
   private readonly createdAt = Date.now();
   private exitInfo: MachineExit | undefined;
+  /** devices were quiesced for a migration's final copy: resume() lets them run again */
+  private quiesced = false;
 
   private constructor(
     readonly description: MachineDescription,
@@ -204,7 +257,8 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
       machine.fillFirmwareConfig();
       await machine.createDevices();
       machine.devicesReady();
-      machine.loadKernel();
+      // RAM and vCPUs of an incoming machine come from the stream; loading the kernel would only leave stale bytes.
+      if (options.incoming !== true) machine.loadKernel();
     } catch (err) {
       await machine.teardown();
       throw err;
@@ -264,6 +318,7 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
 
   resume(): void {
     if (this.stateValue !== 'paused') throw new VmStateError(`cannot resume a VM that is ${this.stateValue}`, { hint: 'only a paused VM can be resumed' });
+    this.unquiesceDevices();
     this.resumeClock();
     this.accel.resume();
     this.setState('running', 'resumed-by-request', 'resumed by request');
@@ -300,6 +355,159 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
 
   get exitResult(): MachineExit | undefined {
     return this.exitInfo;
+  }
+
+  // --- migration ------------------------------------------------------------------------
+  // packages/migration drives these; the Machine only exposes its parts.
+
+  private migrationApi(): AcceleratorMigration {
+    const m = this.accel.migration;
+    if (m === undefined) throw new VmStateError(`the ${this.opts.accelerator.name} accelerator cannot migrate VMs`);
+    return m;
+  }
+
+  migrationInfo(): MachineMigrationInfo {
+    return {
+      machineType: this.machineType.name,
+      ram: { size: this.layout.ramSize, regions: this.memory.list().map((r) => ({ gpa: r.gpa, size: r.size })) },
+      cpus: this.info.cpus,
+      cpuModel: this.description.cpu ?? this.machineType.defaultCpuModel,
+      accelerator: { name: this.opts.accelerator.name, stateFormat: this.accel.migration?.stateFormat },
+      devices: this.devices.map((d) => {
+        const dev = d.device;
+        const persists = typeof dev.saveState === 'function' && typeof dev.loadState === 'function' && dev.stateVersion !== undefined;
+        const manifest = this.opts.registry.providerOf('device', d.driver)?.manifest;
+        const def = this.opts.registry.definitions<DeviceTypeDefinition>('device').find((t) => t.name === d.driver);
+        const own = persists ? [dev.stateVersion as number] : [];
+        return {
+          id: dev.id,
+          driver: d.driver,
+          plugin: manifest !== undefined ? { name: manifest.name, version: manifest.version } : undefined,
+          stateVersion: persists ? dev.stateVersion : undefined,
+          loadableStateVersions: persists ? [...new Set([...own, ...(def?.loadableStateVersions ?? [])])].sort((a, b) => a - b) : [],
+        };
+      }),
+    };
+  }
+
+  /** Log the pages vCPUs (KVM dirty log) and devices (GuestMemory, iothreads included) write. */
+  startDirtyTracking(): void {
+    this.migrationApi().setDirtyLogging(true);
+    this.memory.setDirtyTracking(true);
+  }
+
+  stopDirtyTracking(): void {
+    this.memory.setDirtyTracking(false);
+    if (this.stateValue !== 'shutdown' && this.stateValue !== 'crashed') this.migrationApi().setDirtyLogging(false);
+  }
+
+  /**
+   * Pages written since the previous call (the first call after
+   * startDirtyTracking: every page), vCPU and device writes together, one
+   * entry per RAM region in memory.list() order. Logging is re-armed first,
+   * so a page written after its bit was taken shows up in the next call.
+   */
+  takeDirtyPages(): DirtyRegion[] {
+    const kvm = this.migrationApi().takeDirtyLog();
+    const byGpa = new Map(this.accel.ram.map((r, i) => [r.gpa, kvm[i]]));
+    return this.memory.list().map((r) => {
+      const pages = Math.ceil(r.size / 4096);
+      const bitmap = new Uint32Array(Math.ceil(pages / 32));
+      const fromKvm = byGpa.get(r.gpa);
+      if (fromKvm !== undefined) bitmap.set(fromKvm.subarray(0, bitmap.length));
+      const fromDevices = this.memory.takeDeviceDirty(r.gpa);
+      for (let i = 0; i < bitmap.length; i++) bitmap[i] = ((bitmap[i] as number) | (fromDevices[i] ?? 0)) >>> 0;
+      return { gpa: r.gpa, pages, bitmap };
+    });
+  }
+
+  /**
+   * Stop the VM for a migration's final copy: vCPUs and clock stopped, then
+   * devices quiesced (their requests in flight have landed in RAM). Returns
+   * whether it was running, for resumeAfterMigration.
+   */
+  async stopForMigration(detail: string): Promise<boolean> {
+    const wasRunning = this.stateValue === 'running';
+    if (!wasRunning && this.stateValue !== 'paused') throw new VmStateError(`cannot migrate a VM that is ${this.stateValue}`);
+    if (wasRunning) {
+      await this.accel.pause();
+      this.pauseClock();
+    }
+    this.quiesced = true;
+    for (const d of this.devices) await d.device.quiesce?.();
+    this.setState('paused', 'migrating', detail);
+    return wasRunning;
+  }
+
+  /** After a failed or cancelled migration: devices and (if it ran before) vCPUs carry on. */
+  resumeAfterMigration(wasRunning: boolean, detail: string): void {
+    if (this.stateValue !== 'paused') return;
+    this.unquiesceDevices();
+    if (wasRunning) {
+      this.resumeClock();
+      this.accel.resume();
+      this.setState('running', 'migration-failed', detail);
+    } else {
+      this.setState('paused', 'migration-failed', detail);
+    }
+  }
+
+  /** The source after a completed migration: it stays paused (a client may still resume it). */
+  markMigrated(detail: string): void {
+    if (this.stateValue === 'paused') this.setState('paused', 'migrated', detail);
+  }
+
+  /** Device, CPU and clock state; only while stopped for migration (or never started). */
+  saveMigrationState(): MachineMigrationState {
+    if (this.stateValue === 'running') throw new VmStateError('the VM must be stopped before its state is saved');
+    const devices: MachineMigrationState['devices'] = [];
+    for (const d of this.devices) {
+      const dev = d.device;
+      if (dev.saveState === undefined || dev.stateVersion === undefined) {
+        throw new VmStateError(`device '${dev.id}' (${d.driver}) cannot save its state, so this VM cannot be migrated`);
+      }
+      devices.push({ id: dev.id, driver: d.driver, version: dev.stateVersion, state: dev.saveState() });
+    }
+    return { devices, accelerator: this.migrationApi().saveState(), clockNs: this.clock.nowNs() };
+  }
+
+  /** Incoming: give device `id` a saved state (before startMigrated). */
+  loadDeviceState(id: string, version: number, state: DeviceState): void {
+    if (this.stateValue !== 'created') throw new VmStateError(`device state can only be loaded before the VM runs (it is ${this.stateValue})`);
+    const entry = this.devices.find((d) => d.device.id === id);
+    if (entry === undefined) throw new ConfigError(`the stream has state for device '${id}', which this VM does not have`);
+    const dev = entry.device;
+    if (dev.loadState === undefined) throw new ConfigError(`device '${id}' (${entry.driver}) cannot load a saved state`);
+    try {
+      dev.loadState(version, state);
+    } catch (err) {
+      throw new ConfigError(`device '${id}' (${entry.driver}) refused its saved state (version ${version}): ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  /** Incoming: CPU, interrupt controller and clock state (before startMigrated). */
+  loadMachineState(accelerator: unknown, clockNs: bigint): void {
+    if (this.stateValue !== 'created') throw new VmStateError(`CPU state can only be loaded before the VM runs (it is ${this.stateValue})`);
+    this.migrationApi().restoreState(accelerator);
+    // The run-time clock continues where the source stopped it; it starts with the vCPUs.
+    const now = process.hrtime.bigint();
+    this.clockState.startNs = now - clockNs;
+    this.clockState.pausedAt = now;
+    this.clockState.pausedTotal = 0n;
+  }
+
+  /** Incoming: run the VM whose state came from a stream. */
+  startMigrated(detail: string): void {
+    if (this.stateValue !== 'created') throw new VmStateError(`cannot start a VM that is ${this.stateValue}`);
+    this.resumeClock();
+    this.accel.start(this.exitSink);
+    this.setState('running', 'migrated', detail);
+  }
+
+  private unquiesceDevices(): void {
+    if (!this.quiesced) return;
+    this.quiesced = false;
+    for (const d of this.devices) d.device.unquiesce?.();
   }
 
   // --- device context and exits ---------------------------------------------------------

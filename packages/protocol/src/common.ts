@@ -30,9 +30,12 @@ export const stateReasonSchema = z
     'error',
     'killed',
     'vmm-crashed',
+    'migrating',
+    'migrated',
+    'migration-failed',
   ])
   .describe(
-    'why the state changed: guest-shutdown (guest powered off), guest-reset (guest reset the machine), triple-fault, internal-error (KVM could not continue), debug-exit (guest wrote to isa-debug-exit), paused-by-request / resumed-by-request / host-request (a client asked), error (a VMM failure), killed (the VM process was killed by a signal), vmm-crashed (the VM process ended without reporting why)',
+    'why the state changed: guest-shutdown (guest powered off), guest-reset (guest reset the machine), triple-fault, internal-error (KVM could not continue), debug-exit (guest wrote to isa-debug-exit), paused-by-request / resumed-by-request / host-request (a client asked), error (a VMM failure), killed (the VM process was killed by a signal), vmm-crashed (the VM process ended without reporting why), migrating (paused for the final copy of a migration), migrated (the source after a completed migration, or a destination started from a migration stream), migration-failed (a migration failed or was cancelled and the source runs on)',
   );
 export type StateReason = z.infer<typeof stateReasonSchema>;
 

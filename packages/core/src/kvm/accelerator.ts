@@ -19,12 +19,17 @@ import {
   Kvm,
   KVM_CAP_IRQCHIP,
   KVM_CAP_IRQ_ROUTING,
+  KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
   KVM_CAP_PIT2,
+  KVM_CAP_XCRS,
+  KVM_DIRTY_LOG_INITIALLY_SET,
+  KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE,
   KVM_IRQ_ROUTING_IRQCHIP,
   KVM_IRQ_ROUTING_MSI,
   KVM_IRQCHIP_IOAPIC,
   KVM_IRQCHIP_PIC_MASTER,
   KVM_IRQCHIP_PIC_SLAVE,
+  KVM_MEM_LOG_DIRTY_PAGES,
   type KvmIrqRoutingEntry,
   type ExitHandlers,
   type KvmCpuidEntry2,
@@ -36,6 +41,8 @@ import {
 import * as fs from 'node:fs';
 import type {
   Accelerator,
+  AcceleratorMigration,
+  AcceleratorState,
   AcceleratorVm,
   AcceleratorVmConfig,
   EventNotifier,
@@ -51,6 +58,7 @@ import type { CpuEntryState } from '../boot/entry.js';
 import type { GuestRamRegion } from '../guest-memory.js';
 import { KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR } from '../memory-map.js';
 import { TsvmmError } from '../errors.js';
+import { KVM_STATE_FORMAT, readableMsrs, restoreKvmState, saveKvmState } from './vm-state.js';
 
 export class KvmAcceleratorError extends TsvmmError {
   constructor(message: string, options?: { hint?: string; cause?: unknown }) {
@@ -132,13 +140,24 @@ class KvmAcceleratorVm implements AcceleratorVm {
   private readonly ioeventfds = new Set<IoEventSpec>();
   private readonly irqfds = new Set<{ gsi: number; notifier: EventNotifier; resample: EventNotifier | undefined }>();
   private readonly msiRoutes = new Map<number, MsiMessage>();
+  /** KVM_MEM_LOG_DIRTY_PAGES is on (re-applied to the new VM fd after a reset) */
+  private dirtyLogging = false;
+  /** KVM_CLEAR_DIRTY_LOG re-arms pages (KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2); otherwise KVM_GET_DIRTY_LOG does */
+  private manualDirtyProtect = false;
+  /** the next takeDirtyLog reports every page: logging just started, or a reset dropped the log with the old VM fd */
+  private allDirtyNext = false;
+  /** MSRs saved per vCPU: found once per VM (KVM_GET_MSR_INDEX_LIST plus the MTRRs, minus what KVM refuses) */
+  private msrIndices: number[] | undefined;
 
   constructor(
     private readonly kvm: Kvm,
     private readonly config: AcceleratorVmConfig,
   ) {
     this.guestRams = config.ramSlots.map((s, i) => GuestRam.allocate(s.size, { name: `tsvmm-ram${i}` }));
-    this.ram = config.ramSlots.map((s, i) => ({ gpa: s.gpa, size: s.size, buffer: (this.guestRams[i] as GuestRam).buffer }));
+    this.ram = config.ramSlots.map((s, i) => {
+      const g = this.guestRams[i] as GuestRam;
+      return { gpa: s.gpa, size: s.size, buffer: g.buffer, fd: g.fd };
+    });
     this.vm = this.createKvmVm();
     this.handlers = {
       pio: (port, _size, isWrite, data) => {
@@ -158,8 +177,9 @@ class KvmAcceleratorVm implements AcceleratorVm {
       vm.setIdentityMapAddr(KVM_IDENTITY_MAP_ADDR);
       vm.createIrqchip();
       vm.createPit2();
+      if (this.dirtyLogging) this.enableDirtyProtect(vm);
       this.config.ramSlots.forEach((s, i) => {
-        vm.setUserMemoryRegion({ slot: i, guestPhysAddr: s.gpa, ram: this.guestRams[i] as GuestRam });
+        vm.setUserMemoryRegion({ slot: i, guestPhysAddr: s.gpa, ram: this.guestRams[i] as GuestRam, flags: this.dirtyLogging ? KVM_MEM_LOG_DIRTY_PAGES : 0 });
       });
       for (const c of this.config.vmCaps) vm.enableCap(c.cap, c.args);
       this.vcpus = this.config.vcpus.map((plan) => {
@@ -297,6 +317,8 @@ class KvmAcceleratorVm implements AcceleratorVm {
 
   async reset(): Promise<void> {
     await this.vm.stopVcpus();
+    // The dirty log lives in the VM fd: what it held is lost, so a migration in progress must resend everything.
+    if (this.dirtyLogging) this.allDirtyNext = true;
     this.vm.close();
     this.vm = this.createKvmVm();
     if (this.entry !== undefined) this.setBootEntry(this.entry);
@@ -326,6 +348,58 @@ class KvmAcceleratorVm implements AcceleratorVm {
     const v = this.vcpus[index];
     if (v === undefined) throw new KvmAcceleratorError(`no vCPU ${index}`);
     return v.getCpuid2();
+  }
+
+  // --- migration (AcceleratorMigration) -------------------------------------------------
+
+  readonly migration: AcceleratorMigration = {
+    stateFormat: KVM_STATE_FORMAT,
+    setDirtyLogging: (on: boolean): void => this.setDirtyLogging(on),
+    takeDirtyLog: (): Uint32Array[] => this.takeDirtyLog(),
+    saveState: (): AcceleratorState => this.saveState(),
+    restoreState: (state: unknown): void => restoreKvmState(this.vm, this.vcpus, this.config.vcpus.map((v) => v.apicId), state),
+  };
+
+  /** Manual protection with INITIALLY_SET when the host has it (QEMU does the same): starting to log then costs nothing, pages are write-protected lazily by KVM_CLEAR_DIRTY_LOG. */
+  private enableDirtyProtect(vm: Vm): void {
+    const supported = vm.checkExtension(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2);
+    this.manualDirtyProtect = (supported & KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE) !== 0;
+    if (this.manualDirtyProtect) vm.enableManualDirtyLogProtect(supported & (KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | KVM_DIRTY_LOG_INITIALLY_SET));
+  }
+
+  private setDirtyLogging(on: boolean): void {
+    if (on === this.dirtyLogging) return;
+    // KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 must be set before a slot starts logging (api.rst).
+    if (on) this.enableDirtyProtect(this.vm);
+    this.config.ramSlots.forEach((s, i) => {
+      this.vm.setUserMemoryRegion({ slot: i, guestPhysAddr: s.gpa, ram: this.guestRams[i] as GuestRam, flags: on ? KVM_MEM_LOG_DIRTY_PAGES : 0 });
+    });
+    this.dirtyLogging = on;
+    this.allDirtyNext = on;
+  }
+
+  private takeDirtyLog(): Uint32Array[] {
+    if (!this.dirtyLogging) throw new KvmAcceleratorError('dirty logging is off; start it before asking for the dirty log');
+    const all = this.allDirtyNext;
+    this.allDirtyNext = false;
+    return this.config.ramSlots.map((s, i) => {
+      const pages = Math.ceil(s.size / 4096);
+      const log = this.vm.getDirtyLog(i);
+      // Re-arm exactly the pages reported, before anyone reads them (api.rst "KVM_CLEAR_DIRTY_LOG").
+      if (this.manualDirtyProtect) this.vm.clearDirtyLog(i, 0, pages, log);
+      const words = new Uint32Array(log.buffer, 0, Math.ceil(pages / 32));
+      if (!all) return words;
+      const full = new Uint32Array(words.length).fill(0xffffffff);
+      if (pages % 32 !== 0) full[full.length - 1] = (2 ** (pages % 32) - 1) >>> 0;
+      return full;
+    });
+  }
+
+  private saveState(): AcceleratorState {
+    const first = this.vcpus[0];
+    if (first === undefined) throw new KvmAcceleratorError('the VM has no vCPU');
+    this.msrIndices ??= readableMsrs(first, this.kvm.msrIndexList());
+    return saveKvmState(this.vm, this.vcpus, this.config.vcpus.map((v) => v.apicId), this.msrIndices, this.kvm.checkExtension(KVM_CAP_XCRS) > 0);
   }
 
   private onEvent(vcpu: Vcpu, ev: KvmVcpuEvent): void {
