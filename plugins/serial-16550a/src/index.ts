@@ -37,11 +37,14 @@
  */
 import { z } from 'zod';
 import {
+  checkStateVersion,
   ConfigError,
   defineDeviceType,
   devicePlugin,
   nullLogger,
+  parseDeviceState,
   prop,
+  stateField,
   type BusDevice,
   type BusRange,
   type Chardev,
@@ -129,6 +132,29 @@ const COM_PORTS = [
   { iobase: 0x3e8, irq: 4 },
   { iobase: 0x2e8, irq: 3 },
 ] as const;
+
+/**
+ * Saved state, version 1 (migration and snapshots): the registers, the
+ * receive FIFO in order, and host input not yet in the FIFO (it was sent to
+ * the guest already, so it travels with the device).
+ */
+export const SERIAL_STATE_VERSION = 1;
+const serialStateV1 = z.strictObject({
+  ier: stateField.u8(),
+  lcr: stateField.u8(),
+  mcr: stateField.u8(),
+  fcr: stateField.u8(),
+  scr: stateField.u8(),
+  dll: stateField.u8(),
+  dlm: stateField.u8(),
+  lineStatusErrors: stateField.u8(),
+  msr: stateField.u8(),
+  thrEmptyInterrupt: stateField.bool(),
+  rbr: stateField.u8(),
+  rx: stateField.bytes(FIFO_SIZE),
+  hostInput: stateField.bytes(HOST_INPUT_LIMIT),
+});
+export type SerialStateV1 = z.infer<typeof serialStateV1>;
 
 export interface SerialProperties {
   index: number;
@@ -493,6 +519,57 @@ export class Uart16550a implements Device, BusDevice {
   /** INTR is a level: high while any enabled interrupt is pending. */
   private updateInterrupt(): void {
     this.irqLine?.set(this.pendingInterrupt() !== IIR_NO_INTERRUPT);
+  }
+
+  // --- persistence -------------------------------------------------------------------------
+
+  readonly stateVersion = SERIAL_STATE_VERSION;
+
+  saveState(): SerialStateV1 {
+    const rx = new Uint8Array(this.rxCount);
+    for (let i = 0; i < this.rxCount; i++) rx[i] = this.rxFifo[(this.rxHead + i) % FIFO_SIZE] ?? 0;
+    const hostInput = new Uint8Array(this.hostCount);
+    for (let i = 0; i < this.hostCount; i++) hostInput[i] = this.hostInput[(this.hostHead + i) % HOST_INPUT_LIMIT] ?? 0;
+    return {
+      ier: this.ier,
+      lcr: this.lcr,
+      mcr: this.mcr,
+      fcr: this.fcr,
+      scr: this.scr,
+      dll: this.dll,
+      dlm: this.dlm,
+      lineStatusErrors: this.lineStatusErrors,
+      msr: this.msr,
+      thrEmptyInterrupt: this.thrEmptyInterrupt,
+      rbr: this.rbr,
+      rx,
+      hostInput,
+    };
+  }
+
+  loadState(version: number, state: unknown): void {
+    const subject = `serial port '${this.id}'`;
+    checkStateVersion(version, [SERIAL_STATE_VERSION], subject);
+    const s = parseDeviceState(serialStateV1, state, subject);
+    this.ier = s.ier & IER_MASK;
+    this.lcr = s.lcr;
+    this.mcr = s.mcr & MCR_MASK;
+    this.fcr = s.fcr & (FCR_FIFO_ENABLE | FCR_DMA_MODE | FCR_RCVR_TRIGGER);
+    this.scr = s.scr;
+    this.dll = s.dll;
+    this.dlm = s.dlm;
+    this.lineStatusErrors = s.lineStatusErrors & LSR_ERRORS;
+    this.msr = s.msr;
+    this.thrEmptyInterrupt = s.thrEmptyInterrupt;
+    this.rbr = s.rbr;
+    if (s.rx.length > this.receiverCapacity) throw new ConfigError(`${subject}: saved receive FIFO holds ${s.rx.length} bytes, more than its mode allows`);
+    this.rxFifo.set(s.rx);
+    this.rxHead = 0;
+    this.rxCount = s.rx.length;
+    this.hostInput.set(s.hostInput);
+    this.hostHead = 0;
+    this.hostCount = s.hostInput.length;
+    this.updateInterrupt();
   }
 
   // --- reset (Table V) --------------------------------------------------------------------
