@@ -32,9 +32,12 @@
  */
 import { z } from 'zod';
 import {
+  checkStateVersion,
   defineDeviceType,
   devicePlugin,
+  parseDeviceState,
   prop,
+  stateField,
   type BusDevice,
   type BusRange,
   type Device,
@@ -100,6 +103,21 @@ const MiB = 1024 * KiB;
 
 const PORT_INDEX = 0;
 const PORT_DATA = 1;
+
+/**
+ * Saved state, version 1: the 128 CMOS bytes, the index register, and the
+ * clock as an offset from the VM's run-time clock (which migrates with the
+ * machine), plus the points register C last reported.
+ */
+export const RTC_STATE_VERSION = 1;
+const rtcStateV1 = z.strictObject({
+  cmos: stateField.bytes(CMOS_SIZE).refine((b) => b.length === CMOS_SIZE, { error: `must be ${CMOS_SIZE} bytes` }),
+  index: stateField.int(0, 0x7f),
+  rtcOffsetNs: stateField.bigint(),
+  lastUpdateSecond: stateField.bigint(),
+  lastPeriodicTick: stateField.bigint(),
+});
+export type RtcStateV1 = z.infer<typeof rtcStateV1>;
 
 export interface RtcProperties {
   iobase: number;
@@ -397,6 +415,32 @@ export class Mc146818Rtc implements Device, BusDevice {
   private clearInterruptFlags(): void {
     this.lastUpdateSecond = floorDiv(this.guestNs(), NS_PER_S);
     this.lastPeriodicTick = this.periodicTick() ?? 0n;
+  }
+
+  // --- persistence -------------------------------------------------------------------------
+
+  readonly stateVersion = RTC_STATE_VERSION;
+
+  saveState(): RtcStateV1 {
+    return {
+      cmos: this.cmos.slice(),
+      index: this.index,
+      rtcOffsetNs: this.rtcOffsetNs,
+      lastUpdateSecond: this.lastUpdateSecond,
+      lastPeriodicTick: this.lastPeriodicTick,
+    };
+  }
+
+  loadState(version: number, state: unknown): void {
+    const subject = `RTC '${this.id}'`;
+    checkStateVersion(version, [RTC_STATE_VERSION], subject);
+    const s = parseDeviceState(rtcStateV1, state, subject);
+    this.cmos.set(s.cmos);
+    this.index = s.index;
+    this.rtcOffsetNs = s.rtcOffsetNs;
+    this.lastUpdateSecond = s.lastUpdateSecond;
+    this.lastPeriodicTick = s.lastPeriodicTick;
+    this.nowSecond = undefined;
   }
 
   // --- reset ("RESET" pin: interrupt enables and flags only) ------------------------------
