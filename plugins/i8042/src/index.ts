@@ -23,9 +23,12 @@
  */
 import { z } from 'zod';
 import {
+  checkStateVersion,
   defineDeviceType,
   devicePlugin,
+  parseDeviceState,
   prop,
+  stateField,
   type BusDevice,
   type BusRange,
   type Device,
@@ -88,6 +91,18 @@ const INPORT_VALUE = 0x80;
 
 const PORT92_FAST_RESET = 0x01;
 const PORT92_A20 = 0x02;
+
+/** Saved state, version 1: the controller's registers. */
+export const I8042_STATE_VERSION = 1;
+const i8042StateV1 = z.strictObject({
+  status: stateField.u8(),
+  commandByte: stateField.u8(),
+  outputPort: stateField.u8(),
+  outputBuffer: stateField.u8(),
+  pendingCommand: stateField.u8(),
+  port92: stateField.u8(),
+});
+export type I8042StateV1 = z.infer<typeof i8042StateV1>;
 
 export interface I8042Properties {
   port92: boolean;
@@ -258,6 +273,31 @@ export class I8042 implements Device {
   }
 
   // --- reset ------------------------------------------------------------------------------
+
+  readonly stateVersion = I8042_STATE_VERSION;
+
+  saveState(): I8042StateV1 {
+    return {
+      status: this.status,
+      commandByte: this.commandByte,
+      outputPort: this.outputPort,
+      outputBuffer: this.outputBuffer,
+      pendingCommand: this.pendingCommand,
+      port92: this.port92,
+    };
+  }
+
+  loadState(version: number, state: unknown): void {
+    const subject = `keyboard controller '${this.id}'`;
+    checkStateVersion(version, [I8042_STATE_VERSION], subject);
+    const s = parseDeviceState(i8042StateV1, state, subject);
+    this.status = s.status;
+    this.commandByte = s.commandByte;
+    this.outputPort = s.outputPort;
+    this.outputBuffer = s.outputBuffer;
+    this.pendingCommand = s.pendingCommand;
+    this.port92 = s.port92;
+  }
 
   reset(): void {
     this.status = STATUS_SYS | STATUS_CMD | STATUS_UNLOCKED;
