@@ -22,9 +22,12 @@
  */
 import { z } from 'zod';
 import {
+  checkStateVersion,
   defineDeviceType,
   devicePlugin,
+  parseDeviceState,
   prop,
+  stateField,
   type BusDevice,
   type BusRange,
   type Device,
@@ -65,6 +68,20 @@ const TMR_VAL_MASK = 0xffffff;
 /** TMR_STS is set each time bit 23 of the counter toggles */
 const TMR_STS_PERIOD = 1n << 23n;
 const NS_PER_S = 1_000_000_000n;
+
+/**
+ * Saved state, version 1: PM1 status, enable and control, and the timer tick
+ * at which TMR_STS sets (ticks count the VM's run-time clock, which migrates
+ * with the machine, so the timer carries on where it was).
+ */
+export const ACPI_PM_STATE_VERSION = 1;
+const acpiPmStateV1 = z.strictObject({
+  pm1Status: stateField.u16(),
+  pm1Enable: stateField.u16(),
+  pm1Control: stateField.u16(),
+  timerOverflowTick: stateField.bigint(),
+});
+export type AcpiPmStateV1 = z.infer<typeof acpiPmStateV1>;
 
 export interface AcpiPmProperties {
   base: number;
@@ -181,6 +198,24 @@ export class AcpiPm implements Device {
       default:
         this.ctx?.log.debug(`acpi-pm: SLP_EN with undefined SLP_TYP ${sleepType} ignored`, { device: this.id });
     }
+  }
+
+  // --- persistence -------------------------------------------------------------------------
+
+  readonly stateVersion = ACPI_PM_STATE_VERSION;
+
+  saveState(): AcpiPmStateV1 {
+    return { pm1Status: this.pm1Status, pm1Enable: this.pm1Enable, pm1Control: this.pm1Control, timerOverflowTick: this.timerOverflowTick };
+  }
+
+  loadState(version: number, state: unknown): void {
+    const subject = `ACPI PM '${this.id}'`;
+    checkStateVersion(version, [ACPI_PM_STATE_VERSION], subject);
+    const s = parseDeviceState(acpiPmStateV1, state, subject);
+    this.pm1Status = s.pm1Status;
+    this.pm1Enable = s.pm1Enable;
+    this.pm1Control = s.pm1Control;
+    this.timerOverflowTick = s.timerOverflowTick;
   }
 
   // --- reset ------------------------------------------------------------------------------
