@@ -19,12 +19,15 @@
  */
 import { z } from 'zod';
 import {
+  checkStateVersion,
   defineDeviceType,
   devicePlugin,
   FwCfgKey,
   GuestMemoryError,
   nullLogger,
+  parseDeviceState,
   prop,
+  stateField,
   type BusDevice,
   type BusRange,
   type Device,
@@ -63,6 +66,20 @@ export const FW_CFG_DMA_CTL_WRITE = 0x10;
 const DMA_ACCESS_SIZE = 16;
 
 const NO_ITEM = new Uint8Array(0);
+
+/**
+ * Saved state, version 1: the selected key, the read offset into its item
+ * and the DMA address register's high half. The items themselves are the
+ * machine's (built from the same description on the destination), as QEMU
+ * does not migrate fw_cfg contents either.
+ */
+export const FW_CFG_STATE_VERSION = 1;
+const fwCfgStateV1 = z.strictObject({
+  selector: stateField.u16(),
+  offset: stateField.u32(),
+  dmaAddressHigh: stateField.u32(),
+});
+export type FwCfgStateV1 = z.infer<typeof fwCfgStateV1>;
 
 export interface FwCfgProperties {
   iobase: number;
@@ -246,6 +263,24 @@ export class FwCfgIo implements Device {
   private guestMemoryFault(err: unknown, what: string): void {
     if (!(err instanceof GuestMemoryError)) throw err;
     this.log.debug(`fw_cfg DMA ${what} outside guest RAM`, { device: this.id, address: err.address, length: err.length });
+  }
+
+  // --- persistence -------------------------------------------------------------------------
+
+  readonly stateVersion = FW_CFG_STATE_VERSION;
+
+  saveState(): FwCfgStateV1 {
+    return { selector: this.selector, offset: this.offset, dmaAddressHigh: this.dmaAddressHigh };
+  }
+
+  loadState(version: number, state: unknown): void {
+    const subject = `fw_cfg '${this.id}'`;
+    checkStateVersion(version, [FW_CFG_STATE_VERSION], subject);
+    const s = parseDeviceState(fwCfgStateV1, state, subject);
+    this.select(s.selector);
+    // The same item on both sides; clamped in case the destination's is shorter.
+    this.offset = Math.min(s.offset, this.item.length);
+    this.dmaAddressHigh = s.dmaAddressHigh;
   }
 
   // --- reset ------------------------------------------------------------------------------
