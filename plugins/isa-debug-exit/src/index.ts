@@ -14,6 +14,7 @@
  */
 import { z } from 'zod';
 import {
+  checkStateVersion,
   defineDeviceType,
   devicePlugin,
   prop,
@@ -71,6 +72,17 @@ export class IsaDebugExit implements Device, BusDevice {
 
   /** Nothing to reset: the device has no state. */
   reset(): void {}
+
+  // Persistence: no state, but a version, so migration knows it was not forgotten.
+  readonly stateVersion = 1;
+
+  saveState(): Record<string, never> {
+    return {};
+  }
+
+  loadState(version: number): void {
+    checkStateVersion(version, [1], `isa-debug-exit '${this.id}'`);
+  }
 }
 
 export const isaDebugExit = defineDeviceType({
