@@ -508,6 +508,33 @@ export class PciConfigSpace {
     return (this.command & PCI_COMMAND_INTX_DISABLE) !== 0;
   }
 
+  // --- persistence (migration, snapshots) -------------------------------------------------
+
+  /** The register image, for a saved state. */
+  saveState(): Uint8Array {
+    return Uint8Array.from(this.bytes);
+  }
+
+  /**
+   * Put back an image saveState() took (on the same kind of function): bytes
+   * only, no masks applied and no watchers run. The caller then re-derives
+   * what depends on them (notifyWritten for the Command register, MSI-X...).
+   */
+  loadState(image: Uint8Array): void {
+    if (image.length !== PCI_CONFIG_SPACE_SIZE) {
+      throw new PciConfigError(`${this.owner}: a saved config space has ${image.length} bytes, not ${PCI_CONFIG_SPACE_SIZE}`);
+    }
+    this.bytes.set(image);
+  }
+
+  /** Run the watchers of [offset, offset + length) as if software had just written those bytes (after loadState). */
+  notifyWritten(offset: number, length: number): void {
+    checkRange(offset, Math.min(length, 4));
+    for (const wt of [...this.watches]) {
+      if (offset < wt.end && wt.start < offset + length) wt.listener(offset, length);
+    }
+  }
+
   // --- reset ---------------------------------------------------------------------------
 
   /** Record the current image as the power-on state `reset` returns to (the bus does this at attach). */

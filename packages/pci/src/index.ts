@@ -10,3 +10,4 @@ export * from './msi.js';
 export * from './msix.js';
 export * from './host.js';
 export * from './firmware.js';
+export * from './pci-state.js';

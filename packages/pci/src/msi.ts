@@ -138,6 +138,12 @@ export class PciMsi {
     return () => this.listeners.delete(listener);
   }
 
+  /** After a saved config space image was loaded: tell listeners what is enabled and masked now. */
+  resync(): void {
+    this.controlWritten();
+    if (this.perVectorMask) this.maskWritten();
+  }
+
   private setPending(vector: number, on: boolean): void {
     const at = this.capOffset + this.pendingOffset;
     const cur = this.config.get32(at);

@@ -53,6 +53,12 @@ export interface PciMsixOptions {
   log?: Logger;
 }
 
+/** The vector table and Pending Bit Array, as a saved state holds them (migration, snapshots). */
+export interface PciMsixState {
+  table: Uint8Array;
+  pba: Uint8Array;
+}
+
 export type PciMsixChange =
   | { kind: 'enabled'; enabled: boolean }
   | { kind: 'function-mask'; masked: boolean }
@@ -212,6 +218,40 @@ export class PciMsix {
       st.notifier = undefined;
     }
     this.released = true;
+  }
+
+  // --- persistence (migration, snapshots) -------------------------------------------------
+
+  saveState(): PciMsixState {
+    return { table: this.table.slice(), pba: this.pba.slice() };
+  }
+
+  /**
+   * Put back a saved table and PBA, after the config space image (Message
+   * Control) was loaded: vectors that are live get their KVM routes and
+   * irqfds as if the guest had just enabled them.
+   */
+  loadState(state: PciMsixState): void {
+    if (state.table.length !== this.table.length || state.pba.length !== this.pba.length) {
+      throw new PciConfigError(
+        `${this.config.owner}: saved MSI-X state is for ${state.table.length / PCI_MSIX_ENTRY_SIZE} vectors (PBA ${state.pba.length} bytes), this function has ${this.vectors}`,
+      );
+    }
+    const before = Array.from({ length: this.vectors }, (_, v) => ({ masked: this.isVectorMasked(v), msg: this.message(v) }));
+    this.table.set(state.table);
+    // Vector Control bits 31:1 are reserved (§6.8.2.9): keep them zero whatever the stream says.
+    for (let v = 0; v < this.vectors; v++) {
+      const at = v * PCI_MSIX_ENTRY_SIZE + PCI_MSIX_ENTRY_VECTOR_CTRL;
+      this.tableView.setUint32(at, this.tableView.getUint32(at, true) & PCI_MSIX_ENTRY_CTRL_MASKBIT, true);
+    }
+    this.pba.set(state.pba);
+    before.forEach((old, v) => {
+      const msg = this.message(v);
+      if (msg.address !== old.msg.address || msg.data !== old.msg.data) this.emit({ kind: 'vector-message', vector: v, message: msg });
+      const masked = this.isVectorMasked(v);
+      if (masked !== old.masked) this.emit({ kind: 'vector-mask', vector: v, masked });
+    });
+    this.controlWritten();
   }
 
   // --- table and PBA (memory BAR regions) -----------------------------------------------
