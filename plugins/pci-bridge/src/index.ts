@@ -15,8 +15,17 @@
  * differential test gives QEMU `shpc=off` explicitly.
  */
 import { z } from 'zod';
-import { defineDeviceType, devicePlugin, prop, type Device, type DeviceContext } from '@tsvmm/core';
-import { PCI_VENDOR_ID_REDHAT, PciBridge, addSlotIdCapability, pciBusFor, pciDeviceProperties, type PciAttachment } from '@tsvmm/pci';
+import { checkStateVersion, defineDeviceType, devicePlugin, prop, type Device, type DeviceContext } from '@tsvmm/core';
+import {
+  PCI_VENDOR_ID_REDHAT,
+  PciBridge,
+  addSlotIdCapability,
+  loadPciFunctionState,
+  pciBusFor,
+  pciDeviceProperties,
+  savePciFunctionState,
+  type PciAttachment,
+} from '@tsvmm/pci';
 
 export const PCI_DEVICE_ID_REDHAT_BRIDGE = 0x0001;
 
@@ -64,6 +73,19 @@ export class PciBridgeDevice implements Device {
 
   /** The bus resets the bridge's config space; the chassis number survives (non-volatile). */
   reset(): void {}
+
+  /** Saved state, version 1: the bridge function (bus numbers and windows are in its config space). */
+  readonly stateVersion = 1;
+
+  saveState(): unknown {
+    return savePciFunctionState(this.bridge, { attachment: this.attachment });
+  }
+
+  loadState(version: number, state: unknown): void {
+    const subject = `pci-bridge '${this.id}'`;
+    checkStateVersion(version, [1], subject);
+    loadPciFunctionState(this.bridge, state, { attachment: this.attachment }, subject);
+  }
 
   describe(): Record<string, unknown> {
     const b = this.bridge;

@@ -17,7 +17,7 @@
  * guest's config dump matches QEMU's.
  */
 import { z } from 'zod';
-import { defineDeviceType, type BusDevice, type BusRange, type Device, type DeviceContext } from '@tsvmm/core';
+import { checkStateVersion, defineDeviceType, parseDeviceState, stateField, type BusDevice, type BusRange, type Device, type DeviceContext } from '@tsvmm/core';
 import {
   PCI_CLASS_BRIDGE_HOST,
   PCI_CONFIG_ADDRESS_PORT,
@@ -29,6 +29,8 @@ import {
   PciConfigSpace,
   piixInterruptLine,
   pciFirmwareSetup,
+  loadPciFunctionState,
+  savePciFunctionState,
   type PciAttachment,
   type PciFirmwareReport,
   type PciFunction,
@@ -50,6 +52,10 @@ export const SEABIOS_PIRQ_IRQS: readonly number[] = [10, 10, 11, 11];
 export const PIIX3_DEVICE_ID = 0x7000;
 /** PIRQ Route Control A-D (82371SB §2.2.8) */
 export const PIIX_PIRQRC = 0x60;
+
+/** Saved state, version 1: the host function and the CONFIG_ADDRESS latch at 0xcf8 (a guest may be between its two accesses). */
+export const I440FX_STATE_VERSION = 1;
+const i440fxStateV1 = z.strictObject({ pci: z.unknown(), configAddress: stateField.u32() });
 
 /** Token under which the host offers its PIRQ router and 0xCF9 hook to the PIIX3 device (plugin-private). */
 export const I440FX_CHIPSET = Symbol.for('@tsvmm/plugin-pci-host-i440fx:chipset');
@@ -143,6 +149,22 @@ export class I440fxHost implements Device, PciFunction, I440fxChipset {
     for (const a of this.lastReport.assignments) {
       ctx.log.debug(`PCI ${a.location} ${a.bar === 'window' ? 'window' : `BAR${a.bar}`} ${a.type} at 0x${a.address.toString(16)} size 0x${a.size.toString(16)}`);
     }
+  }
+
+  // --- persistence -------------------------------------------------------------------------
+
+  readonly stateVersion = I440FX_STATE_VERSION;
+
+  saveState(): { pci: unknown; configAddress: number } {
+    return { pci: savePciFunctionState(this, { attachment: this.attachment }), configAddress: this.mechanism?.address ?? 0 };
+  }
+
+  loadState(version: number, state: unknown): void {
+    const subject = `PCI host '${this.id}'`;
+    checkStateVersion(version, [I440FX_STATE_VERSION], subject);
+    const s = parseDeviceState(i440fxStateV1, state, subject);
+    loadPciFunctionState(this, s.pci, { attachment: this.attachment }, subject);
+    if (this.mechanism !== undefined) this.mechanism.address = s.configAddress;
   }
 
   /** Power-on state of every PCI function (their devices reset their own state after). */

@@ -11,8 +11,19 @@
  * plain storage so a guest's config dump matches.
  */
 import { z } from 'zod';
-import { ConfigError, defineDeviceType, type BusDevice, type Device, type DeviceContext } from '@tsvmm/core';
-import { PCI_CLASS_BRIDGE_ISA, PCI_ROOT_BUS, PCI_STATUS, PCI_VENDOR_ID_INTEL, PciConfigSpace, type PciAttachment, type PciBus, type PciFunction } from '@tsvmm/pci';
+import { checkStateVersion, ConfigError, defineDeviceType, parseDeviceState, stateField, type BusDevice, type Device, type DeviceContext } from '@tsvmm/core';
+import {
+  loadPciFunctionState,
+  PCI_CLASS_BRIDGE_ISA,
+  PCI_ROOT_BUS,
+  PCI_STATUS,
+  PCI_VENDOR_ID_INTEL,
+  PciConfigSpace,
+  savePciFunctionState,
+  type PciAttachment,
+  type PciBus,
+  type PciFunction,
+} from '@tsvmm/pci';
 import { I440FX_CHIPSET, PIIX3_DEVICE_ID, PIIX_PIRQRC, type I440fxChipset } from './i440fx.js';
 import { PIIX_PIRQ_COUNT, PIIX_PIRQRC_DISABLED } from './pirq-router.js';
 
@@ -34,6 +45,10 @@ const RESET_VALUES: readonly [number, number][] = [
   [0xa0, 0x08], // SMICNTL
   [0xa8, 0x0f], // SMIREQ
 ];
+
+/** Saved state, version 1: the function (PIRQ routes included) and the reset control register's SRST bit. */
+export const PIIX3_STATE_VERSION = 1;
+const piix3StateV1 = z.strictObject({ pci: z.unknown(), rcr: stateField.u8() });
 
 export class Piix3 implements Device, PciFunction {
   readonly typeName = 'PIIX3';
@@ -89,6 +104,22 @@ export class Piix3 implements Device, PciFunction {
 
   reset(): void {
     this.rcr = 0;
+  }
+
+  readonly stateVersion = PIIX3_STATE_VERSION;
+
+  saveState(): { pci: unknown; rcr: number } {
+    return { pci: savePciFunctionState(this, { attachment: this.attachment }), rcr: this.rcr };
+  }
+
+  loadState(version: number, state: unknown): void {
+    const subject = `PIIX3 '${this.id}'`;
+    checkStateVersion(version, [PIIX3_STATE_VERSION], subject);
+    const s = parseDeviceState(piix3StateV1, state, subject);
+    loadPciFunctionState(this, s.pci, { attachment: this.attachment }, subject);
+    this.rcr = s.rcr & RCR_SRST;
+    // The router follows the PIRQ route registers the image brought back.
+    this.syncRoutes?.();
   }
 
   unrealize(): void {

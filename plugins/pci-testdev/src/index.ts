@@ -29,13 +29,29 @@
  * is four byte writes.
  */
 import { z } from 'zod';
-import { defineDeviceType, devicePlugin, parseIntLike, parseSize, prop, type BusDevice, type Device, type DeviceContext, type EventNotifier, type Unregister } from '@tsvmm/core';
+import {
+  checkStateVersion,
+  defineDeviceType,
+  devicePlugin,
+  parseDeviceState,
+  parseIntLike,
+  parseSize,
+  prop,
+  stateField,
+  type BusDevice,
+  type Device,
+  type DeviceContext,
+  type EventNotifier,
+  type Unregister,
+} from '@tsvmm/core';
 import {
   PCI_VENDOR_ID_REDHAT,
   PciConfigSpace,
   isPowerOfTwo,
+  loadPciFunctionState,
   pciBusFor,
   pciDeviceProperties,
+  savePciFunctionState,
   type PciAttachment,
   type PciBar,
   type PciFunction,
@@ -135,6 +151,27 @@ export class PciTestdev implements Device, PciFunction {
 
   reset(): void {
     this.stopCurrent();
+  }
+
+  /** Saved state, version 1: the function, the selected test and the test header counters. */
+  readonly stateVersion = 1;
+
+  saveState(): unknown {
+    return { pci: savePciFunctionState(this, { attachment: this.attachment }), current: this.current, counts: this.tests.map((t) => new DataView(t.hdr.buffer).getUint32(HDR_COUNT, true)) };
+  }
+
+  loadState(version: number, state: unknown): void {
+    const subject = `pci-testdev '${this.id}'`;
+    checkStateVersion(version, [1], subject);
+    const s = parseDeviceState(
+      z.strictObject({ pci: z.unknown(), current: stateField.int(-1, this.tests.length - 1), counts: z.array(stateField.u32()).length(this.tests.length) }),
+      state,
+      subject,
+    );
+    loadPciFunctionState(this, s.pci, { attachment: this.attachment }, subject);
+    this.stopCurrent();
+    if (s.current >= 0) this.start(s.current);
+    this.tests.forEach((t, i) => new DataView(t.hdr.buffer).setUint32(HDR_COUNT, s.counts[i] ?? 0, true));
   }
 
   describe(): Record<string, unknown> {
