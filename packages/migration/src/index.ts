@@ -1,0 +1,17 @@
+export * from './errors.js';
+export * from './uleb128.js';
+export * from './xbzrle.js';
+export * from './page-cache.js';
+export * from './state-codec.js';
+export * from './stream/format.js';
+export * from './stream/writer.js';
+export * from './stream/parser.js';
+export * from './config.js';
+export * from './transport.js';
+export { RamSender, type RamCounters, type RoundOptions, type RoundResult } from './ram/sender.js';
+export { RamReceiver, type RamReceiveCounters } from './ram/receiver.js';
+export type { RamRegionSource } from './ram/regions.js';
+export * from './parameters.js';
+export * from './strategy.js';
+export { MigrationSource, type MigrationSourceOptions } from './source.js';
+export { MigrationDestination, type MigrationDestinationOptions } from './destination.js';
