@@ -119,7 +119,9 @@ export class PciAttachment {
   updateIntx(): void {
     const cfg = this.fn.config;
     const pin = cfg.interruptPin;
-    const drive = this.intxLevel && !cfg.intxDisabled && pin >= 1 && pin <= 4;
+    // A detached function drives nothing (a late interrupt from its device is dropped).
+    const attached = this.bus.attachmentOf(this.fn) === this;
+    const drive = attached && this.intxLevel && !cfg.intxDisabled && pin >= 1 && pin <= 4;
     if (drive === this.propagated) return;
     this.propagated = drive;
     this.bus.propagateIntx(this, this.slot, (pin - 1) & 3, drive);
@@ -258,6 +260,7 @@ export class PciBus {
     this.unmapAll(att);
     for (const bar of fn.config.bars()) bar.bindNotify(undefined);
     this.devices[att.devfn] = undefined;
+    att.updateIntx();
   }
 
   private placeFor(fn: PciFunction, addr: PciAttachOptions['addr']): number {

@@ -338,6 +338,17 @@ describe('PciBus', () => {
       expect(router.asserted()).to.deep.equal([{ slot: 3, pin: 0 }]);
     });
 
+    it('a detached function drives nothing, even if its device raises INTx late', () => {
+      const { root, router } = pciRig();
+      const fn = new TestFunction('dev', { interruptPin: 1 });
+      const att = root.attach(fn, { addr: '5' });
+      att.setIntx(true);
+      att.detach();
+      expect(router.asserted()).to.deep.equal([]);
+      att.setIntx(true);
+      expect(router.asserted()).to.deep.equal([]);
+    });
+
     it('a function without an interrupt pin drives nothing', () => {
       const { root, router } = pciRig();
       root.attach(new TestFunction('dev'), { addr: '3' }).setIntx(true);
