@@ -22,6 +22,7 @@ import {
   parseKeyValueList,
   parseProperties,
   SinkLogger,
+  type CpuidEntry,
   type DeviceTypeDefinition,
   type DriveSpec,
   type LogLevel,
@@ -52,6 +53,8 @@ export interface RunOptions {
   /** QEMU's -drive: `file=PATH,format=raw,if=virtio|none,id=...,readonly=on,discard=unmap,iothread=...` */
   drive: string[];
   logLevel: LogLevel;
+  /** write the CPUID tables of every vCPU (KVM_SET_CPUID2 given, KVM_GET_CPUID2 held) to this file before the guest starts */
+  dumpCpuid?: string;
 }
 
 /** The KVM accelerator loads the native addon; import it only when a VM is really run. */
@@ -180,6 +183,45 @@ export async function printHelpListing(o: RunOptions, out: NodeJS.WritableStream
   return false;
 }
 
+const hex32 = (v: number): string => `0x${(v >>> 0).toString(16).padStart(8, '0')}`;
+
+function cpuidEntriesJson(entries: readonly CpuidEntry[]): Record<string, string | number>[] {
+  return entries.map((e) => ({
+    function: hex32(e.function),
+    index: e.index,
+    flags: e.flags,
+    eax: hex32(e.eax),
+    ebx: hex32(e.ebx),
+    ecx: hex32(e.ecx),
+    edx: hex32(e.edx),
+  }));
+}
+
+/**
+ * `--dump-cpuid FILE`: for each vCPU, the table tsvmm handed to
+ * KVM_SET_CPUID2 and the table KVM holds (KVM_GET_CPUID2), in the entry shape
+ * of the recorded host tables (packages/core/test/fixtures/cpuid), which
+ * parseCpuidTable reads back. Taken after the vCPUs are created and before
+ * they first run. The two differ where KVM rewrites entries (docs/cpu.md).
+ */
+function writeCpuidDump(machine: Machine, file: string): void {
+  const vcpus = Array.from({ length: machine.info.cpus }, (_, index) => {
+    const planned = machine.cpuPlan.forVcpu(index);
+    return {
+      index,
+      apicId: planned.apicId,
+      setCpuid2: cpuidEntriesJson(planned.entries),
+      getCpuid2: cpuidEntriesJson(machine.vcpuCpuid(index)),
+    };
+  });
+  const dump = { model: machine.cpuPlan.modelName, modelVersion: machine.cpuPlan.modelVersion, vcpus };
+  try {
+    fs.writeFileSync(file, `${JSON.stringify(dump, null, 1)}\n`);
+  } catch (err) {
+    throw new ConfigError(`--dump-cpuid: cannot write '${file}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+}
+
 export async function runVm(o: RunOptions): Promise<number> {
   if (await printHelpListing(o, process.stdout)) return 0;
   const desc = descriptionFromOptions(o);
@@ -189,6 +231,14 @@ export async function runVm(o: RunOptions): Promise<number> {
   }, o.logLevel);
   const registry = createPluginRegistry(desc.plugins ?? [], (m) => log.warn(m));
   const machine = await Machine.create(desc, { registry, accelerator: await kvmAccelerator(), log });
+  if (o.dumpCpuid !== undefined) {
+    try {
+      writeCpuidDump(machine, o.dumpCpuid);
+    } catch (err) {
+      await machine.destroy();
+      throw err;
+    }
+  }
   return new Promise<number>((resolve) => {
     const onSignal = (sig: NodeJS.Signals): void => {
       process.stderr.write(`tsvmm: terminating on signal ${sig}\n`);
