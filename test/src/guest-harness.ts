@@ -57,8 +57,8 @@ export interface RunGuestOptions {
   initrd?: string;
   /** RAM in MiB (default 128) */
   memory?: number;
-  /** vCPUs (default 1) */
-  smp?: number;
+  /** vCPUs (default 1), or a whole -smp value such as '2,sockets=1,cores=2' */
+  smp?: number | string;
   fwCfg?: FwCfgFile[];
   /** appended to the VMM's command line as is */
   extraArgs?: string[];
