@@ -23,6 +23,11 @@ import {
   LogMessage,
   MachineListTypes,
   MessageType,
+  MigrationCancel,
+  MigrationSaveToFile,
+  MigrationSetParameters,
+  MigrationStart,
+  MigrationStatusRequest,
   PluginList,
   PROTOCOL_VERSION,
   protocolMajor,
@@ -40,12 +45,17 @@ import {
   VmStatusRequest,
   type HostCapabilities,
   type InitializeResult,
+  type MigrationStatusResult,
 } from '@tsvmm/protocol';
 import type { z } from 'zod';
 import {
   ChildConsoleWrite,
   ChildDeviceAdd,
   ChildDeviceRemove,
+  ChildMigrationCancel,
+  ChildMigrationSetParameters,
+  ChildMigrationStart,
+  ChildMigrationStatus,
   ChildPause,
   ChildReset,
   ChildResume,
@@ -194,6 +204,63 @@ export class ControlServer implements SessionHost {
     this.handlers.set(def.method, async (params, ctx) => fn(params as z.output<P>, ctx));
   }
 
+  /**
+   * migration/start and migration/saveToFile run until the migration ends:
+   * the VM process's progress reaches the client as `$/progress` under the
+   * request's workDoneToken, and `$/cancelRequest` becomes migration/cancel.
+   */
+  private registerMigrationHandlers(): void {
+    const run = async (
+      vmId: string,
+      title: string,
+      ctx: RequestContext,
+      params: { uri: string; parameters?: z.output<typeof MigrationStart.params>['parameters']; snapshot?: { resume: boolean } },
+    ): Promise<MigrationStatusResult> => {
+      const h = this.supervisor.get(vmId);
+      ctx.progress({ kind: 'begin', title, cancellable: true, percentage: 0 });
+      const onProgress = (s: MigrationStatusResult): void => {
+        const total = s.ram.totalBytes;
+        const pct = total > 0 ? Math.min(99, Math.round((100 * s.ram.transferredBytes) / total)) : undefined;
+        ctx.progress({
+          kind: 'report',
+          message: `${s.status}: ${Math.round(s.ram.transferredBytes / 1024)} KiB sent, ${Math.round(s.ram.remainingBytes / 1024)} KiB dirty, round ${s.ram.iterations}`,
+          ...(pct !== undefined ? { percentage: pct } : {}),
+        });
+      };
+      h.on('migrationProgress', onProgress);
+      const cancel = ctx.token.onCancellationRequested(() => {
+        void h.request(ChildMigrationCancel).catch(() => undefined);
+      });
+      try {
+        const status = await h.request(ChildMigrationStart, params);
+        ctx.progress({ kind: 'end', message: `completed in ${status.totalTimeMs ?? '?'} ms (downtime ${status.downtimeMs ?? '?'} ms)` });
+        return status;
+      } catch (err) {
+        ctx.progress({ kind: 'end', message: 'failed' });
+        throw err;
+      } finally {
+        h.off('migrationProgress', onProgress);
+        cancel.dispose();
+      }
+    };
+    this.on(MigrationStart, (p, ctx) =>
+      run(p.vmId, `migrating ${p.vmId} to ${p.uri}`, ctx, { uri: p.uri, ...(p.parameters !== undefined ? { parameters: p.parameters } : {}) }),
+    );
+    this.on(MigrationSaveToFile, (p, ctx) =>
+      run(p.vmId, `saving ${p.vmId} to ${p.path}`, ctx, {
+        uri: `file:${p.path}`,
+        ...(p.parameters !== undefined ? { parameters: p.parameters } : {}),
+        snapshot: { resume: p.resume ?? false },
+      }),
+    );
+    this.on(MigrationCancel, async (p) => {
+      const r = await this.supervisor.get(p.vmId).request(ChildMigrationCancel);
+      return { vmId: p.vmId, status: r.status };
+    });
+    this.on(MigrationSetParameters, async (p) => this.supervisor.get(p.vmId).request(ChildMigrationSetParameters, { parameters: p.parameters }));
+    this.on(MigrationStatusRequest, async (p) => this.supervisor.get(p.vmId).request(ChildMigrationStatus));
+  }
+
   private checkToken(given: string | undefined): boolean {
     if (this.authToken === undefined) return true;
     if (given === undefined) return false;
@@ -303,6 +370,8 @@ export class ControlServer implements SessionHost {
       const data = p.encoding === 'base64' ? Buffer.from(p.data, 'base64') : Buffer.from(p.data, 'utf8');
       return this.supervisor.get(p.vmId).request(ChildConsoleWrite, { port: p.port, data: data.toString('base64') });
     });
+
+    this.registerMigrationHandlers();
 
     this.on(HostCapabilitiesRequest, () => this.hostCapabilities());
     this.on(PluginList, () => ({ plugins: this.catalog.plugins() }));

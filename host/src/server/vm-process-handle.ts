@@ -10,13 +10,14 @@ import { EventEmitter } from 'node:events';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { ErrorCodes, type MachineDescription, type StateReason, type VmState, type VmStatus } from '@tsvmm/protocol';
+import { ErrorCodes, type MachineDescription, type MigrationStatusResult, type StateReason, type VmState, type VmStatus } from '@tsvmm/protocol';
 import { ResponseError, type CancellationToken, type MessageConnection, type RequestType, type RequestType0 } from 'vscode-jsonrpc';
 import { createMessageConnection, IPCMessageReader, IPCMessageWriter } from 'vscode-jsonrpc/node.js';
 import {
   ChildConsoleOutput,
   ChildCreate,
   ChildLog,
+  ChildMigrationProgress,
   ChildProgress,
   ChildStateChanged,
   ChildStatus,
@@ -50,6 +51,7 @@ export interface VmProcessEvents {
   consoleOutput: [{ port: string; data: string }];
   log: [VmLogEvent];
   progress: [{ message: string; percentage: number }];
+  migrationProgress: [MigrationStatusResult];
   exited: [];
 }
 
@@ -99,6 +101,7 @@ export class VmProcessHandle extends EventEmitter<VmProcessEvents> {
     this.conn.onNotification(ChildConsoleOutput, (o) => this.emit('consoleOutput', o));
     this.conn.onNotification(ChildLog, (l) => this.emit('log', l));
     this.conn.onNotification(ChildProgress, (p) => this.emit('progress', p));
+    this.conn.onNotification(ChildMigrationProgress, (p) => this.emit('migrationProgress', p.status));
     // The channel breaking is reported through the process 'exit' below; nothing to add here.
     this.conn.onError(() => undefined);
     this.conn.listen();

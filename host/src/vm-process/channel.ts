@@ -5,7 +5,7 @@
  * the same `tsvmm` package; the public shapes it reuses come from
  * @tsvmm/protocol.
  */
-import type { DeviceInfo, DeviceSpec, MachineDescription, StateReason, VmState } from '@tsvmm/protocol';
+import type { DeviceInfo, DeviceSpec, MachineDescription, MigrationParametersInput, MigrationStatusResult, StateReason, VmState } from '@tsvmm/protocol';
 import { NotificationType, ParameterStructures, RequestType, RequestType0 } from 'vscode-jsonrpc';
 
 export interface VmProcessStatus {
@@ -43,7 +43,23 @@ export const ChildDeviceAdd = new RequestType<{ device: DeviceSpec }, DeviceInfo
 export const ChildDeviceRemove = new RequestType<{ id: string }, { id: string }, unknown>('vmp/deviceRemove', byName);
 export const ChildConsoleWrite = new RequestType<{ port: string; data: string }, { written: number }, unknown>('vmp/consoleWrite', byName);
 
+/** migration/start and migration/saveToFile (`snapshot`: a file; resume the VM afterwards or not) */
+export const ChildMigrationStart = new RequestType<
+  { uri: string; parameters?: MigrationParametersInput; snapshot?: { resume: boolean } },
+  MigrationStatusResult,
+  unknown
+>('vmp/migrationStart', byName);
+export const ChildMigrationCancel = new RequestType0<{ status: MigrationStatusResult['status'] }, unknown>('vmp/migrationCancel');
+export const ChildMigrationSetParameters = new RequestType<
+  { parameters: MigrationParametersInput },
+  { strategy: string; maxDowntimeMs: number; maxBandwidth: number; xbzrleCacheSize: number; maxIterations: number },
+  unknown
+>('vmp/migrationSetParameters', byName);
+export const ChildMigrationStatus = new RequestType0<MigrationStatusResult, unknown>('vmp/migrationStatus');
+
 export const ChildStateChanged = new NotificationType<VmProcessStateChange>('vmp/stateChanged', byName);
+/** the migration's statistics, at most every 200 ms while it runs */
+export const ChildMigrationProgress = new NotificationType<{ status: MigrationStatusResult }>('vmp/migrationProgress', byName);
 /** data is base64 */
 export const ChildConsoleOutput = new NotificationType<{ port: string; data: string }>('vmp/consoleOutput', byName);
 export const ChildLog = new NotificationType<{ level: 'trace' | 'debug' | 'info' | 'warn' | 'error'; message: string; fields: Record<string, unknown>; causes?: string[] }>(

@@ -22,7 +22,25 @@ import {
   type LogLevel,
   type PluginRegistry,
 } from '@tsvmm/core';
-import { ErrorCodes, machineDescriptionSchema, type DeviceInfo, type DeviceSpec, type MachineDescription } from '@tsvmm/protocol';
+import {
+  DEFAULT_PARAMETERS,
+  MigrationDestination,
+  MigrationError,
+  MigrationSource,
+  parseTransportUri,
+  type MigrationParameters,
+  type MigrationStatus,
+  type MigrationStrategy,
+} from '@tsvmm/migration';
+import {
+  ErrorCodes,
+  machineDescriptionSchema,
+  type DeviceInfo,
+  type DeviceSpec,
+  type MachineDescription,
+  type MigrationParametersInput,
+  type MigrationStatusResult,
+} from '@tsvmm/protocol';
 import type { MessageConnection } from 'vscode-jsonrpc';
 import { createPluginRegistry } from '../plugins.js';
 import { ProtocolError, toResponseError } from '../server/errors.js';
@@ -33,6 +51,11 @@ import {
   ChildDeviceAdd,
   ChildDeviceRemove,
   ChildLog,
+  ChildMigrationCancel,
+  ChildMigrationProgress,
+  ChildMigrationSetParameters,
+  ChildMigrationStart,
+  ChildMigrationStatus,
   ChildPause,
   ChildProgress,
   ChildReset,
@@ -59,6 +82,13 @@ export class VmRuntime {
   private readonly consoles = new Map<string, RpcConsoleChardev>();
   private readonly conn: MessageConnection;
   private readonly log: SinkLogger;
+  /** migration parameters (migration/setParameters), QEMU's defaults to start with */
+  private migrationParams: MigrationParameters = { ...DEFAULT_PARAMETERS };
+  private outgoing: MigrationSource | undefined;
+  private incoming: MigrationDestination | undefined;
+  /** the status of the last migration, once it ended */
+  private lastMigration: MigrationStatus | undefined;
+  private lastProgressAt = 0;
 
   constructor(private readonly opts: VmRuntimeOptions) {
     this.conn = opts.connection;
@@ -91,6 +121,9 @@ export class VmRuntime {
       };
     c.onRequest(ChildCreate, guard((p: { description: MachineDescription }) => this.create(p.description)));
     c.onRequest(ChildStart, guard(() => {
+      if (this.incoming !== undefined && this.requireMachine().state === 'created') {
+        throw new VmStateError('this VM waits for an incoming migration and starts by itself once it is loaded');
+      }
       this.requireMachine().start();
       return { state: this.requireMachine().state };
     }));
@@ -116,6 +149,10 @@ export class VmRuntime {
     c.onRequest(ChildDeviceAdd, guard((p: { device: DeviceSpec }) => this.deviceAdd(p.device)));
     c.onRequest(ChildDeviceRemove, guard((p: { id: string }) => this.deviceRemove(p.id)));
     c.onRequest(ChildConsoleWrite, guard((p: { port: string; data: string }) => this.consoleWrite(p.port, p.data)));
+    c.onRequest(ChildMigrationStart, guard((p: { uri: string; parameters?: MigrationParametersInput; snapshot?: { resume: boolean } }) => this.migrationStart(p)));
+    c.onRequest(ChildMigrationCancel, guard(() => this.migrationCancel()));
+    c.onRequest(ChildMigrationSetParameters, guard((p: { parameters: MigrationParametersInput }) => this.migrationSetParameters(p.parameters)));
+    c.onRequest(ChildMigrationStatus, guard(() => this.migrationStatus()));
   }
 
   private requireMachine(): Machine {
@@ -135,16 +172,19 @@ export class VmRuntime {
     this.progress('opening the accelerator', 30);
     const accelerator = await this.opts.loadAccelerator();
     this.progress('building the machine', 50);
+    const { incoming: incomingUri, ...rest } = description;
     const machine = await Machine.create(
-      { ...description, serial: description.serial ?? ['rpc'] },
+      { ...rest, serial: description.serial ?? ['rpc'] },
       {
         registry: this.registry,
         accelerator,
         log: this.log,
         chardevFactory: (id, spec) => this.chardev(id, spec),
+        ...(incomingUri !== undefined ? { incoming: true } : {}),
       },
     );
     this.machine = machine;
+    if (incomingUri !== undefined) await this.listenIncoming(machine, incomingUri);
     machine.on('stateChanged', (change) => {
       const exit = machine.exitResult;
       const terminal = change.to === 'shutdown' || change.to === 'crashed';
@@ -155,6 +195,133 @@ export class VmRuntime {
     });
     this.progress('machine ready', 100);
     return this.status();
+  }
+
+  // --- migration ------------------------------------------------------------------------
+
+  /** Progress to the server, at most every 200 ms (and always when the status changes state). */
+  private migrationProgress(status: MigrationStatus, force = false): void {
+    const now = Date.now();
+    if (!force && now - this.lastProgressAt < 200) return;
+    this.lastProgressAt = now;
+    void this.conn.sendNotification(ChildMigrationProgress, { status: status as MigrationStatusResult }).catch(() => undefined);
+  }
+
+  private async listenIncoming(machine: Machine, uri: string): Promise<void> {
+    let lastState = '';
+    const dest = new MigrationDestination({
+      machine,
+      source: parseTransportUri(uri),
+      log: this.log,
+      onStatus: (s) => {
+        this.migrationProgress(s, s.status !== lastState);
+        lastState = s.status;
+      },
+    });
+    this.incoming = dest;
+    const address = await dest.listen();
+    this.log.info(`waiting for an incoming migration at ${address}`);
+    dest.done.then(
+      () => {
+        this.lastMigration = dest.status();
+        this.log.info('incoming migration completed; the VM runs', { totalTimeMs: this.lastMigration.totalTimeMs });
+      },
+      (err: unknown) => {
+        this.lastMigration = dest.status();
+        const message = err instanceof Error ? err.message : String(err);
+        this.log.error(`incoming migration failed: ${message}`, { causes: errorCauses(err) });
+        // Discard what arrived: the VM never ran.
+        void machine.discardIncoming(`incoming migration failed: ${message}`).catch(() => undefined);
+      },
+    );
+  }
+
+  private async strategy(name: string): Promise<MigrationStrategy> {
+    const reg = this.registry;
+    if (reg === undefined) throw new VmStateError('the VM has not been created yet');
+    await reg.ensure('migration-strategy', name);
+    const s = reg.definitions<MigrationStrategy>('migration-strategy').find((d) => d.name === name);
+    if (s === undefined) {
+      const known = reg.provided('migration-strategy');
+      throw new ConfigError(`unknown migration strategy '${name}'`, { hint: known.length ? `installed: ${known.join(', ')}` : 'install @tsvmm/plugin-migration-precopy' });
+    }
+    return s;
+  }
+
+  private applyParameters(p: MigrationParametersInput | undefined): void {
+    if (p === undefined) return;
+    const next: MigrationParameters = { ...this.migrationParams };
+    if (p.strategy !== undefined) next.strategy = p.strategy;
+    if (p.maxDowntimeMs !== undefined) next.maxDowntimeMs = p.maxDowntimeMs;
+    if (p.maxBandwidth !== undefined) next.maxBandwidth = p.maxBandwidth;
+    if (p.xbzrleCacheSize !== undefined) next.xbzrleCacheSize = p.xbzrleCacheSize;
+    if (p.maxIterations !== undefined) next.maxIterations = p.maxIterations;
+    this.migrationParams = next;
+    this.outgoing?.setParameters(next);
+  }
+
+  private async migrationSetParameters(p: MigrationParametersInput): Promise<MigrationParameters> {
+    this.requireMachine();
+    if (p.strategy !== undefined) await this.strategy(p.strategy);
+    this.applyParameters(p);
+    return { ...this.migrationParams };
+  }
+
+  private async migrationStart(p: { uri: string; parameters?: MigrationParametersInput; snapshot?: { resume: boolean } }): Promise<MigrationStatusResult> {
+    const m = this.requireLive();
+    if (this.outgoing !== undefined) throw new VmStateError('a migration of this VM is already running', { hint: 'wait for it or cancel it with migration/cancel' });
+    if (this.incoming !== undefined && m.state === 'created') throw new VmStateError('this VM waits for an incoming migration');
+    if (p.parameters?.strategy !== undefined) await this.strategy(p.parameters.strategy);
+    this.applyParameters(p.parameters);
+    const target = parseTransportUri(p.uri);
+    if (p.snapshot !== undefined && target.kind !== 'file') throw new ConfigError('a snapshot goes to a file: uri');
+    const strategy = await this.strategy(this.migrationParams.strategy);
+    let lastState = '';
+    const source = new MigrationSource({
+      machine: m,
+      strategy,
+      params: this.migrationParams,
+      target,
+      kind: p.snapshot !== undefined ? 'snapshot' : 'migration',
+      ...(p.snapshot?.resume === true ? { resumeAfter: true } : {}),
+      writer: 'tsvmm',
+      log: this.log,
+      onStatus: (s) => {
+        this.migrationProgress(s, s.status !== lastState);
+        lastState = s.status;
+      },
+    });
+    this.outgoing = source;
+    try {
+      const status = await source.run();
+      this.log.info(`migration to ${p.uri} completed`, { totalTimeMs: status.totalTimeMs, downtimeMs: status.downtimeMs });
+      return status as MigrationStatusResult;
+    } catch (err) {
+      if (err instanceof MigrationError) this.log.warn(err.message);
+      throw err;
+    } finally {
+      this.lastMigration = source.status();
+      this.outgoing = undefined;
+    }
+  }
+
+  private migrationCancel(): { status: MigrationStatusResult['status'] } {
+    this.requireMachine();
+    if (this.outgoing !== undefined) {
+      this.outgoing.cancel();
+      return { status: 'cancelling' };
+    }
+    if (this.incoming !== undefined && this.machine?.state === 'created') {
+      this.incoming.cancel();
+      return { status: 'cancelled' };
+    }
+    return { status: this.lastMigration?.status ?? 'none' };
+  }
+
+  private migrationStatus(): MigrationStatusResult {
+    this.requireMachine();
+    const s = this.outgoing?.status() ?? (this.incoming !== undefined && this.machine?.state === 'created' ? this.incoming.status() : undefined) ?? this.lastMigration;
+    return (s ?? { role: 'none', status: 'none', ram: { totalBytes: 0, transferredBytes: 0, remainingBytes: 0, normalPages: 0, zeroPages: 0, pagesPerSecond: 0, dirtyPagesRate: 0, bandwidth: 0, iterations: 0 } }) as MigrationStatusResult;
   }
 
   /** Serial backends in a VM process: `rpc` (the default; `stdio` means the same here) or core's null/none/file. */

@@ -496,6 +496,12 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
     this.clockState.pausedTotal = 0n;
   }
 
+  /** Incoming: the stream failed or was cancelled; the VM never ran and is discarded. */
+  async discardIncoming(detail: string): Promise<void> {
+    if (this.stateValue !== 'created') return;
+    await this.finish({ status: EXIT_VMM_ERROR, reason: 'migration-failed', message: detail }, 'shutdown');
+  }
+
   /** Incoming: run the VM whose state came from a stream. */
   startMigrated(detail: string): void {
     if (this.stateValue !== 'created') throw new VmStateError(`cannot start a VM that is ${this.stateValue}`);

@@ -38,6 +38,7 @@ export const ErrorCodes = {
   VmProcessFailed: 1009,
   HostUnsupported: 1010,
   ShuttingDown: 1011,
+  MigrationFailed: 1012,
 } as const;
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
 
@@ -66,6 +67,7 @@ export const errorCodeDocs: Record<keyof typeof ErrorCodes, string> = {
   VmProcessFailed: 'The VM\'s process died or stopped answering while handling the request.',
   HostUnsupported: 'This host cannot do what was asked (e.g. /dev/kvm absent or not permitted); `data.reason` says what is missing.',
   ShuttingDown: 'The server is shutting down and accepts no new work.',
+  MigrationFailed: 'A migration or snapshot failed or was refused (the destination refused the configuration, the connection broke, loading failed); `data.causes` says why. The source VM runs on as before.',
 };
 
 export const errorDataSchema = z
@@ -104,6 +106,8 @@ export function errorCodeForCoreCode(code: string | undefined): ErrorCode {
       return ErrorCodes.PortNotFound;
     case 'E_HOST':
       return ErrorCodes.HostUnsupported;
+    case 'E_MIGRATION':
+      return ErrorCodes.MigrationFailed;
     default:
       return ErrorCodes.RequestFailed;
   }

@@ -13,6 +13,7 @@ export * from './vm.js';
 export * from './device.js';
 export * from './console.js';
 export * from './host.js';
+export * from './migration.js';
 export * from './catalog.js';
 export * from './messages.js';
 export * from './json-schema.js';

@@ -64,6 +64,11 @@ export const machineDescriptionSchema = z.strictObject({
   plugins: z.array(z.string()).optional().describe('plugin package directories to load in addition to installed ones'),
   objects: z.array(objectSpecSchema).optional(),
   drives: z.array(driveSpecSchema).optional(),
+  incoming: z
+    .string()
+    .regex(/^(tcp:.+:\d{1,5}|unix:.+|file:.+)$/, { error: 'expected tcp:HOST:PORT, unix:PATH or file:PATH' })
+    .optional()
+    .describe('the VM\'s state comes from a migration stream (QEMU -incoming): listen at tcp:HOST:PORT or unix:PATH, or read file:PATH; it starts by itself once the stream is loaded'),
 });
 
 export type DeviceSpec = z.infer<typeof deviceSpecSchema>;

@@ -9,6 +9,7 @@ import { CpuListModels, MachineListTypes, PluginList } from './catalog.js';
 import type { AnyMessageDefinition } from './define.js';
 import { DeviceAdd, DeviceAdded, DeviceList, DeviceRemove, DeviceRemoved } from './device.js';
 import { HostCapabilitiesRequest } from './host.js';
+import { MigrationCancel, MigrationSaveToFile, MigrationSetParameters, MigrationStart, MigrationStatusRequest } from './migration.js';
 import { CancelRequest, Exit, Initialize, Initialized, LogMessage, Progress, Shutdown } from './lifecycle.js';
 import { VmCreate, VmDestroy, VmList, VmPause, VmReset, VmResume, VmShutdown, VmStart, VmStateChanged, VmStatusRequest } from './vm.js';
 
@@ -38,6 +39,11 @@ export const featureAreas: FeatureArea[] = [
     name: 'Console',
     doc: 'Serial console input and output.',
     messages: [ConsoleWrite, ConsoleOutput],
+  },
+  {
+    name: 'Migration',
+    doc: 'Live migration and snapshot files: a destination is a VM created with `description.incoming`; the source runs `migration/start` (see docs/migration.md).',
+    messages: [MigrationStart, MigrationSaveToFile, MigrationCancel, MigrationSetParameters, MigrationStatusRequest],
   },
   {
     name: 'Host and plugins',
