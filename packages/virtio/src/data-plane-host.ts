@@ -55,6 +55,7 @@ export class DataPlaneHost {
   private readonly waiters = new Map<number, () => void>();
   private closedWaiter: (() => void) | undefined;
   private closed = false;
+  private pending = 0;
 
   private constructor(
     private readonly port: MessagePort,
@@ -112,7 +113,18 @@ export class DataPlaneHost {
     const seq = ++this.seq;
     const done = new Promise<void>((resolve) => this.waiters.set(seq, resolve));
     this.send({ type: 'reset', seq });
-    return done;
+    return this.keepAliveUntil(done);
+  }
+
+  /** An idle port is unref'd; while the control path awaits an answer it must keep the process alive. */
+  private async keepAliveUntil<T>(p: Promise<T>): Promise<T> {
+    this.pending++;
+    this.port.ref();
+    try {
+      return await p;
+    } finally {
+      if (--this.pending === 0) this.port.unref();
+    }
   }
 
   /** Stops the queues and releases the backend; the host cannot be used afterwards. */
@@ -123,7 +135,7 @@ export class DataPlaneHost {
       this.closedWaiter = resolve;
     });
     this.port.postMessage({ type: 'close' } satisfies ControlMessage);
-    await done;
+    await this.keepAliveUntil(done);
     this.port.close();
     for (const w of this.waiters.values()) w();
     this.waiters.clear();
