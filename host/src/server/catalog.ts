@@ -5,12 +5,45 @@
  * VM can use. Chipset and device plugins are imported once, on first use, to
  * read their definitions; a plugin that fails to load is reported in the log
  * and left out rather than failing `initialize`.
+ *
+ * `cpu/listModels` also says whether this host runs each model: the CPU
+ * composition (listCpuModels, as `tsvmm run --cpu help`) against the
+ * accelerator the VM processes use — KVM, or the fake one under
+ * TSVMM_TEST_ACCELERATOR=fake — asked once.
  */
-import type { DeviceTypeDefinition, MachineTypeDefinition, PluginRegistry } from '@tsvmm/core';
-import type { InitializeResult } from '@tsvmm/protocol';
+import {
+  errorCauses,
+  hostCpuCapabilities,
+  listCpuModels,
+  type Accelerator,
+  type CpuModelDefinition,
+  type DeviceTypeDefinition,
+  type ListCpuModelsHost,
+  type MachineTypeDefinition,
+  type PluginRegistry,
+} from '@tsvmm/core';
+import type { CpuModelListingInfo, InitializeResult } from '@tsvmm/protocol';
 import { createPluginRegistry } from '../plugins.js';
+import { FAKE_ACCELERATOR_ENV } from '../vm-process/channel.js';
+import { FakeAccelerator } from '../vm-process/fake-accelerator.js';
 
 type Caps = InitializeResult['capabilities'];
+
+/** This host's CPU support as the VM processes' accelerator reports it, or why it cannot be had. */
+async function probeHostCpu(): Promise<{ host: ListCpuModelsHost } | { reason: string }> {
+  try {
+    const accel: Accelerator =
+      process.env[FAKE_ACCELERATOR_ENV] === 'fake' ? new FakeAccelerator() : (await import('@tsvmm/core/kvm')).createKvmAccelerator();
+    const support = accel.hostCpuSupport();
+    const hostCaps = hostCpuCapabilities((cap) => support.checkExtension(cap), {
+      irqchip: 'kernel',
+      ...(support.modelId !== undefined ? { modelId: support.modelId } : {}),
+    });
+    return { host: { supported: support.supportedCpuid, hostCaps } };
+  } catch (err) {
+    return { reason: errorCauses(err).join(': ') };
+  }
+}
 
 export class PluginCatalog {
   private registry: PluginRegistry | undefined;
@@ -82,6 +115,25 @@ export class PluginCatalog {
         plugin: reg.providerOf('device', d.name)?.manifest.name ?? 'unknown',
       }))
       .sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  private hostCpu: Promise<{ host: ListCpuModelsHost } | { reason: string }> | undefined;
+
+  /** Every cpu-model plugin's models with their features, and whether this host runs each. */
+  async cpuModelListing(): Promise<CpuModelListingInfo[]> {
+    const reg = this.reg();
+    await reg.loadAll('cpu-model');
+    // Not loadCpuModels: a broken definition is listed with its problems rather than failing the request.
+    const defs = reg.definitions<CpuModelDefinition>('cpu-model');
+    this.hostCpu ??= probeHostCpu();
+    const probe = await this.hostCpu;
+    const host = 'host' in probe ? probe.host : undefined;
+    return listCpuModels(defs, host).map((m) => ({
+      ...m,
+      plugin: reg.providerOf('cpu-model', m.name)?.manifest.name ?? 'unknown',
+      runnable: m.runnable ?? null,
+      ...('reason' in probe && m.runnable === undefined ? { hostUnknownReason: probe.reason } : {}),
+    }));
   }
 
   cpuModels(): Caps['cpuModels'] {

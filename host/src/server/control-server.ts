@@ -376,6 +376,6 @@ export class ControlServer implements SessionHost {
     this.on(HostCapabilitiesRequest, () => this.hostCapabilities());
     this.on(PluginList, () => ({ plugins: this.catalog.plugins() }));
     this.on(MachineListTypes, async () => ({ machineTypes: await this.catalog.machineTypes() }));
-    this.on(CpuListModels, () => ({ cpuModels: this.catalog.cpuModels() }));
+    this.on(CpuListModels, async () => ({ cpuModels: await this.catalog.cpuModelListing() }));
   }
 }

@@ -30,6 +30,30 @@ export const cpuModelInfoSchema = z.object({
   plugin: z.string(),
 });
 
+/** One model in `cpu/listModels`: its definition, and what this host makes of it (QEMU's query-cpu-definitions). */
+export const cpuModelListingSchema = cpuModelInfoSchema.extend({
+  version: z.number().int().describe('version of the definition (a saved or migrating VM checks both ends mean the same CPU)'),
+  description: z.string(),
+  vendor: z.string().describe("CPUID vendor of the definition; under KVM a named model shows the host's"),
+  family: z.number().int(),
+  model: z.number().int(),
+  stepping: z.number().int(),
+  modelId: z.string().describe('brand string (CPUID 0x80000002..4)'),
+  level: z.number().int().describe('highest basic CPUID leaf'),
+  xlevel: z.number().int().describe('highest extended CPUID leaf'),
+  features: z.array(z.string()).describe("CPUID features by QEMU name; for `host`, what this host's KVM offers"),
+  runnable: z
+    .boolean()
+    .nullable()
+    .describe("whether this host's KVM runs the model with every feature; null when KVM could not be asked (see hostUnknownReason)"),
+  unavailableFeatures: z.array(z.string()).describe("features this host's KVM lacks: left out under `check`, refused under `enforce`"),
+  problems: z.array(z.string()).describe('why the model cannot be used at all (a broken definition, or an option this host cannot provide)'),
+  notes: z.string().optional(),
+  hostUnknownReason: z.string().optional().describe('why runnable is null'),
+});
+
+export type CpuModelListingInfo = z.infer<typeof cpuModelListingSchema>;
+
 const emptyParams = z.strictObject({}).optional();
 
 export const PluginList = defineRequest('plugin/list', {
@@ -48,8 +72,11 @@ export const MachineListTypes = defineRequest('machine/listTypes', {
 });
 
 export const CpuListModels = defineRequest('cpu/listModels', {
-  doc: 'Lists the CPU models (`description.cpu`) installed cpu-model plugins provide.',
+  doc:
+    'Lists the CPU models (`description.cpu`) installed cpu-model plugins provide, each with its identity and features, ' +
+    "and whether this host's KVM can run it (the features it lacks), as `tsvmm run --cpu help` shows them.",
   since: '1.0.0',
   params: emptyParams,
-  result: z.object({ cpuModels: z.array(cpuModelInfoSchema) }),
+  result: z.object({ cpuModels: z.array(cpuModelListingSchema) }),
+  errors: ['PluginError'],
 });
