@@ -54,6 +54,7 @@ export function buildProgram(setStatus: (status: number) => void): Command {
     .option('--plugin <dir>', 'load a plugin package from a directory; repeatable', collect, [])
     .option('--object <iothread,id=ID>', 'add an object (an iothread for device data planes); repeatable', collect, [])
     .option('--drive <file=PATH[,format=F][,if=virtio|none][,id=ID][,readonly=on][,discard=unmap][,iothread=ID]>', 'add a drive; if=virtio (the default) also adds a virtio-blk-pci device; repeatable', collect, [])
+    .option('--incoming <uri>', 'wait for a migration stream instead of booting: tcp:HOST:PORT, unix:PATH or file:PATH (a snapshot)')
     .option('--dump-cpuid <file>', 'debugging: write each vCPU\'s CPUID tables (given with KVM_SET_CPUID2, held by KVM per KVM_GET_CPUID2) to FILE as JSON before the guest starts')
     .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error']).default('warn'))
     .action(async (opts: RunOptions) => {

@@ -55,6 +55,8 @@ export interface RunOptions {
   logLevel: LogLevel;
   /** write the CPUID tables of every vCPU (KVM_SET_CPUID2 given, KVM_GET_CPUID2 held) to this file before the guest starts */
   dumpCpuid?: string;
+  /** QEMU's -incoming: tcp:HOST:PORT | unix:PATH | file:PATH — the VM's state comes from a migration stream */
+  incoming?: string;
 }
 
 /** The KVM accelerator loads the native addon; import it only when a VM is really run. */
@@ -140,6 +142,7 @@ export function descriptionFromOptions(o: RunOptions): MachineDescription {
   // Shapes are checked by the machine description schema below, with the failing field named.
   if (o.object.length) desc.objects = [...(desc.objects ?? []), ...o.object.map((spec) => parseKeyValueList(spec, 'qom-type') as ObjectSpec)];
   if (o.drive.length) desc.drives = [...(desc.drives ?? []), ...o.drive.map((spec) => parseKeyValueList(spec) as DriveSpec)];
+  if (o.incoming !== undefined) desc.incoming = o.incoming;
   if (o.fwCfg.length) {
     desc.fwCfg = [
       ...(desc.fwCfg ?? []),
@@ -230,7 +233,8 @@ export async function runVm(o: RunOptions): Promise<number> {
     process.stderr.write(`tsvmm: ${level}: ${msg}${extra}\n`);
   }, o.logLevel);
   const registry = createPluginRegistry(desc.plugins ?? [], (m) => log.warn(m));
-  const machine = await Machine.create(desc, { registry, accelerator: await kvmAccelerator(), log });
+  const { incoming, ...machineDesc } = desc;
+  const machine = await Machine.create(machineDesc, { registry, accelerator: await kvmAccelerator(), log, ...(incoming !== undefined ? { incoming: true } : {}) });
   if (o.dumpCpuid !== undefined) {
     try {
       writeCpuidDump(machine, o.dumpCpuid);
@@ -256,6 +260,27 @@ export async function runVm(o: RunOptions): Promise<number> {
       else log.debug(exit.message);
       resolve(exit.status);
     });
-    machine.start();
+    if (incoming === undefined) machine.start();
+    else
+      receiveIncoming(machine, incoming, log).catch((err: unknown) => {
+        // The VM never ran; what arrived is discarded with it.
+        void machine.discardIncoming(`incoming migration failed: ${(err as Error).message}`);
+      });
   });
+}
+
+/**
+ * `--incoming URI`: wait for the migration stream (listening, or reading the
+ * file), load it and let the VM run; the machine's own exit ends `tsvmm run`
+ * as usual. @tsvmm/migration is only loaded here.
+ */
+async function receiveIncoming(machine: Machine, uri: string, log: SinkLogger): Promise<void> {
+  const { MigrationDestination, parseTransportUri } = await import('@tsvmm/migration');
+  const dest = new MigrationDestination({ machine, source: parseTransportUri(uri), log });
+  const address = await dest.listen();
+  // Always said, so scripts that asked for port 0 learn the port.
+  process.stderr.write(`tsvmm: waiting for an incoming migration at ${address}\n`);
+  await dest.done;
+  const s = dest.status();
+  log.info(`incoming migration completed in ${s.totalTimeMs ?? '?'} ms (${s.ram.transferredBytes} bytes)`);
 }
