@@ -15,10 +15,11 @@
  * registers into calls on it and supplies interrupts and kick notifiers
  * through VirtioTransportHooks.
  */
-import type { DeviceContext, EventNotifier, Logger } from '@tsvmm/core';
+import { parseDeviceState, stateField, type DeviceContext, type EventNotifier, type Logger } from '@tsvmm/core';
+import { z } from 'zod';
 import { DataPlaneHost, type DataPlaneSpec } from './data-plane-host.js';
 import type { InterruptRoute } from './data-plane.js';
-import type { QueueConfig } from './queue.js';
+import type { QueueConfig, QueueCursor } from './queue.js';
 import {
   VIRTIO_CONFIG_S_DRIVER_OK,
   VIRTIO_CONFIG_S_FEATURES_OK,
@@ -80,6 +81,34 @@ export interface VirtqueueRegisters {
   running: boolean;
 }
 
+/**
+ * Saved state, version 1 (migration, snapshots): status, negotiated
+ * features, the selects, vectors and generation, and per queue its
+ * registers and where the device stood in its rings (taken after quiesce(),
+ * so no request is in flight).
+ */
+const cursorSchema = z.strictObject({ nextAvail: stateField.u16(), nextUsed: stateField.u16() });
+const virtioCommonStateV1 = z.strictObject({
+  status: stateField.u8(),
+  driverFeatures: stateField.bigint(),
+  deviceFeatureSelect: stateField.u32(),
+  driverFeatureSelect: stateField.u32(),
+  configMsixVector: stateField.u16(),
+  configGeneration: stateField.u8(),
+  queues: z.array(
+    z.strictObject({
+      size: stateField.int(1, VIRTQ_MAX_SIZE),
+      enabled: stateField.bool(),
+      desc: stateField.int(0, Number.MAX_SAFE_INTEGER),
+      driver: stateField.int(0, Number.MAX_SAFE_INTEGER),
+      device: stateField.int(0, Number.MAX_SAFE_INTEGER),
+      msixVector: stateField.u16(),
+      cursor: cursorSchema.nullable(),
+    }),
+  ),
+});
+export type VirtioCommonState = z.infer<typeof virtioCommonStateV1>;
+
 function freshQueue(maxSize: number): VirtqueueRegisters {
   return { maxSize, size: maxSize, enabled: false, desc: 0, driver: 0, device: 0, msixVector: VIRTIO_MSI_NO_VECTOR, running: false };
 }
@@ -106,6 +135,8 @@ export class VirtioCommon<I = unknown, L = unknown> {
   readonly notifiers = new Map<number, EventNotifier>();
   /** why the device last entered DEVICE_NEEDS_RESET (diagnostics, tests) */
   lastError: string | undefined;
+  /** where the queues stood when quiesce() stopped them (migration); undefined while they run */
+  private quiescedCursors: Map<number, QueueCursor> | undefined;
 
   constructor(
     private readonly ctx: DeviceContext,
@@ -221,7 +252,7 @@ export class VirtioCommon<I = unknown, L = unknown> {
     });
   }
 
-  private startQueue(index: number): void {
+  private startQueue(index: number, cursor?: QueueCursor): void {
     const q = this.queues[index];
     const hooks = this.hooks;
     if (q === undefined || hooks === undefined || this.dataPlane === undefined || q.running) return;
@@ -236,7 +267,7 @@ export class VirtioCommon<I = unknown, L = unknown> {
     const kick = hooks.kickNotifier(index);
     this.notifiers.set(kick.fd, kick);
     q.running = true;
-    this.dataPlane.startQueue(index, config, kick, hooks.interruptRoute(q.msixVector));
+    this.dataPlane.startQueue(index, config, kick, hooks.interruptRoute(q.msixVector), cursor);
   }
 
   // --- queue configuration (§4.1.4.3 queue_*) -------------------------------------------
@@ -342,6 +373,86 @@ export class VirtioCommon<I = unknown, L = unknown> {
     this.queues.forEach((q, i) => {
       this.queues[i] = freshQueue(q.maxSize);
     });
+  }
+
+  // --- persistence (migration, snapshots) -------------------------------------------------
+
+  /**
+   * Stop taking requests and wait until those in flight have completed into
+   * the used rings (QEMU drains the same way before saving a device); keeps
+   * each queue's cursor for saveState() and unquiesce().
+   */
+  async quiesce(): Promise<void> {
+    await this.settled();
+    if (this.quiescedCursors !== undefined) return;
+    const cursors = (await this.dataPlane?.quiesce()) ?? [];
+    this.quiescedCursors = new Map(cursors.map((c) => [c.index, c.cursor]));
+    for (const q of this.queues) q.running = false;
+  }
+
+  /** Run the queues again from where quiesce() (or loadState()) left them, and look at the rings at once. */
+  unquiesce(): void {
+    const cursors = this.quiescedCursors;
+    this.quiescedCursors = undefined;
+    if (cursors === undefined) return;
+    if (!(this.statusValue & VIRTIO_CONFIG_S_DRIVER_OK) || this.statusValue & VIRTIO_CONFIG_S_NEEDS_RESET) return;
+    for (const [index, cursor] of cursors) {
+      if (!this.queues[index]?.enabled) continue;
+      this.startQueue(index, cursor);
+      // A kick that arrived while stopped (or on the source) must not be lost: look now.
+      this.hooks?.kickNotifier(index).notify();
+    }
+  }
+
+  saveState(): VirtioCommonState {
+    const cursors = this.quiescedCursors;
+    if (cursors === undefined && this.queues.some((q) => q.running)) throw new Error(`${this.id}: saveState() while queues run; quiesce() first`);
+    return {
+      status: this.statusValue,
+      driverFeatures: this.driverFeatures,
+      deviceFeatureSelect: this.deviceFeatureSelect,
+      driverFeatureSelect: this.driverFeatureSelect,
+      configMsixVector: this.configMsixVector,
+      configGeneration: this.configGeneration,
+      queues: this.queues.map((q, i) => ({
+        size: q.size,
+        enabled: q.enabled,
+        desc: q.desc,
+        driver: q.driver,
+        device: q.device,
+        msixVector: q.msixVector,
+        cursor: cursors?.get(i) ?? null,
+      })),
+    };
+  }
+
+  /**
+   * Restore a saved state into a realized device whose guest has not run:
+   * the queues stay stopped (as after quiesce) until unquiesce() when the VM
+   * starts, so nothing reaches the interrupt controllers before their own
+   * state is restored. `state` is untrusted.
+   */
+  loadState(state: unknown, subject: string): void {
+    const s = parseDeviceState(virtioCommonStateV1, state, subject);
+    if (s.queues.length !== this.queues.length) throw new Error(`${subject}: the saved state has ${s.queues.length} queues, this device ${this.queues.length}`);
+    const unoffered = s.driverFeatures & ~this.offeredFeatures;
+    if (unoffered !== 0n) throw new Error(`${subject}: the saved driver features 0x${s.driverFeatures.toString(16)} include bits this device does not offer (0x${unoffered.toString(16)})`);
+    this.statusValue = s.status;
+    this.statusDuringReset = undefined;
+    this.driverFeatures = s.driverFeatures;
+    this.deviceFeatureSelect = s.deviceFeatureSelect;
+    this.driverFeatureSelect = s.driverFeatureSelect;
+    this.configMsixVector = s.configMsixVector;
+    this.configGeneration = s.configGeneration;
+    const cursors = new Map<number, QueueCursor>();
+    s.queues.forEach((q, i) => {
+      const maxSize = (this.queues[i] as VirtqueueRegisters).maxSize;
+      if (q.size > maxSize) throw new Error(`${subject}: queue ${i} has size ${q.size}, more than its maximum ${maxSize}`);
+      this.queues[i] = { maxSize, size: q.size, enabled: q.enabled, desc: q.desc, driver: q.driver, device: q.device, msixVector: q.msixVector, running: false };
+      // A queue the driver enabled before DRIVER_OK has no cursor yet: it starts at the beginning.
+      if (q.enabled) cursors.set(i, q.cursor ?? { nextAvail: 0, nextUsed: 0 });
+    });
+    this.quiescedCursors = cursors;
   }
 
   /** Stops the data plane for good and releases its backend. */

@@ -18,6 +18,9 @@ import {
 } from './data-plane.js';
 import type { QueueConfig, QueueCursor } from './queue.js';
 
+/** Where each running queue stood when the data plane was quiesced. */
+export type QuiescedCursors = { index: number; cursor: QueueCursor }[];
+
 /** Where and how a device's queues run. */
 export interface DataPlaneSpec<I, L = unknown> {
   /** the handler factory, for the main thread */
@@ -53,6 +56,7 @@ export class DataPlaneError extends Error {
 export class DataPlaneHost {
   private seq = 0;
   private readonly waiters = new Map<number, () => void>();
+  private readonly quiesceWaiters = new Map<number, (cursors: QuiescedCursors) => void>();
   private closedWaiter: (() => void) | undefined;
   private closed = false;
   private pending = 0;
@@ -127,6 +131,19 @@ export class DataPlaneHost {
     }
   }
 
+  /**
+   * Migration: stops taking requests and resolves, once those in flight have
+   * completed into the used rings, with each queue's cursor (restart with
+   * startQueue(..., cursor)).
+   */
+  quiesce(): Promise<QuiescedCursors> {
+    if (this.closed) return Promise.resolve([]);
+    const seq = ++this.seq;
+    const done = new Promise<QuiescedCursors>((resolve) => this.quiesceWaiters.set(seq, resolve));
+    this.send({ type: 'quiesce', seq });
+    return done;
+  }
+
   /** Stops the queues and releases the backend; the host cannot be used afterwards. */
   async close(): Promise<void> {
     if (this.closed) return;
@@ -139,6 +156,8 @@ export class DataPlaneHost {
     this.port.close();
     for (const w of this.waiters.values()) w();
     this.waiters.clear();
+    for (const w of this.quiesceWaiters.values()) w([]);
+    this.quiesceWaiters.clear();
   }
 
   private send(m: ControlMessage): void {
@@ -168,6 +187,12 @@ export class DataPlaneHost {
       case 'warning':
         this.callbacks.onWarning(e.message);
         return;
+      case 'quiesced': {
+        const w = this.quiesceWaiters.get(e.seq);
+        this.quiesceWaiters.delete(e.seq);
+        w?.(e.cursors);
+        return;
+      }
       case 'ready':
       case 'dirty':
         return;

@@ -90,7 +90,9 @@ export type ControlMessage =
   | { type: 'reset'; seq: number }
   | { type: 'close' }
   | { type: 'dirty-tracking'; on: boolean }
-  | { type: 'take-dirty'; seq: number };
+  | { type: 'take-dirty'; seq: number }
+  /** migration: stop taking requests, let those in flight finish, report where each queue stands */
+  | { type: 'quiesce'; seq: number };
 
 export type DataPlaneEvent =
   | { type: 'ready'; info: unknown }
@@ -99,12 +101,15 @@ export type DataPlaneEvent =
   | { type: 'queue-error'; index: number; message: string }
   | { type: 'reset-done'; seq: number }
   | { type: 'dirty'; seq: number; bitmaps: { gpa: number; bitmap: Uint32Array }[] }
+  | { type: 'quiesced'; seq: number; cursors: { index: number; cursor: QueueCursor }[] }
   | { type: 'warning'; message: string }
   | { type: 'closed' };
 
 class RunningQueue {
   private stopWatch: (() => void) | undefined;
   stopped = false;
+  /** quiesced: no new requests are taken, but those in flight still complete into the used ring */
+  paused = false;
   private notifyScheduled = false;
 
   constructor(
@@ -130,9 +135,15 @@ class RunningQueue {
     this.stopWatch = undefined;
   }
 
+  pause(): void {
+    this.paused = true;
+    this.stopWatch?.();
+    this.stopWatch = undefined;
+  }
+
   /** Drains the available ring under the §2.7.10 suppression contract (see queue.ts). */
   process(): void {
-    if (this.stopped) return;
+    if (this.stopped || this.paused) return;
     do {
       this.queue.disableNotification();
       for (;;) {
@@ -143,7 +154,7 @@ class RunningQueue {
           return;
         }
         this.plane.dispatch(this, r.chain);
-        if (this.stopped) return;
+        if (this.stopped || this.paused) return;
       }
     } while (this.queue.enableNotification());
   }
@@ -214,6 +225,19 @@ class DataPlane {
       case 'dirty-tracking':
         this.env.memory.setDirtyTracking(m.on);
         return;
+      case 'quiesce': {
+        // Unlike a reset, requests in flight complete into the used ring (the
+        // guest sees them done after migration) and nothing is dropped.
+        for (const q of this.queues.values()) q.pause();
+        while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+        // Let the used-ring notification checks queued by the last completions run.
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        const cursors = [...this.queues.values()].map((q) => ({ index: q.index, cursor: q.queue.cursor() }));
+        for (const q of this.queues.values()) q.stop();
+        this.queues.clear();
+        this.post({ type: 'quiesced', seq: m.seq, cursors });
+        return;
+      }
       case 'take-dirty': {
         const bitmaps = this.env.memory.list().map((r) => ({ gpa: r.gpa, bitmap: this.env.memory.takeDeviceDirty(r.gpa) }));
         this.post({ type: 'dirty', seq: m.seq, bitmaps });

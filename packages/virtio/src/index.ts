@@ -5,3 +5,4 @@ export * from './common.js';
 export * from './data-plane.js';
 export * from './data-plane-host.js';
 export * from './pci-transport.js';
+export * from './persist.js';

@@ -26,10 +26,14 @@
  * port), and an ISR read clears both (§4.1.4.5.1).
  */
 import type { BusDevice, DeviceContext, EventNotifier } from '@tsvmm/core';
+import { parseDeviceState, stateField } from '@tsvmm/core';
+import { z } from 'zod';
 import {
   PciConfigSpace,
   PciMsix,
+  loadPciFunctionState,
   pciBusFor,
+  savePciFunctionState,
   type PciAttachment,
   type PciAttachOptions,
   type PciBar,
@@ -220,6 +224,20 @@ export class VirtioPciTransport<I = unknown, L = unknown> implements PciFunction
     this.queueSelect = 0;
     this.attachment?.setIntx(false);
     for (const k of this.kicks) k.drain();
+  }
+
+  // --- persistence (migration, snapshots) -------------------------------------------------
+
+  /** The PCI function (config space, MSI-X table, INTx) and the transport's own registers. */
+  saveState(): { pci: unknown; isr: number; queueSelect: number } {
+    return { pci: savePciFunctionState(this, { attachment: this.attachment, msix: this.msix }), isr: this.isr, queueSelect: this.queueSelect };
+  }
+
+  loadState(state: unknown, subject: string): void {
+    const s = parseDeviceState(z.strictObject({ pci: z.unknown(), isr: stateField.u8(), queueSelect: stateField.u16() }), state, subject);
+    loadPciFunctionState(this, s.pci, { attachment: this.attachment, msix: this.msix }, subject);
+    this.isr = s.isr & (VIRTIO_PCI_ISR_QUEUE | VIRTIO_PCI_ISR_CONFIG);
+    this.queueSelect = s.queueSelect;
   }
 
   /** After the bus reset our config space (machine reset). */
