@@ -478,6 +478,8 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
     if (entry === undefined) throw new ConfigError(`the stream has state for device '${id}', which this VM does not have`);
     const dev = entry.device;
     if (dev.loadState === undefined) throw new ConfigError(`device '${id}' (${entry.driver}) cannot load a saved state`);
+    // A loaded device is as quiesced as its source was: startMigrated lets it run with the vCPUs.
+    this.quiesced = true;
     try {
       dev.loadState(version, state);
     } catch (err) {
@@ -505,6 +507,8 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
   /** Incoming: run the VM whose state came from a stream. */
   startMigrated(detail: string): void {
     if (this.stateValue !== 'created') throw new VmStateError(`cannot start a VM that is ${this.stateValue}`);
+    // After the CPU and irqchip state is in: device data planes may raise interrupts from here on.
+    this.unquiesceDevices();
     this.resumeClock();
     this.accel.start(this.exitSink);
     this.setState('running', 'migrated', detail);

@@ -21,11 +21,20 @@
  * (the data plane never passes the main thread's throttle filter).
  */
 import { z } from 'zod';
-import { ConfigError, defineDeviceType, devicePlugin, prop, type Device, type DeviceContext, type DriveSpec, type PluginManifest } from '@tsvmm/core';
+import { checkStateVersion, ConfigError, defineDeviceType, devicePlugin, prop, type Device, type DeviceContext, type DriveSpec, type PluginManifest } from '@tsvmm/core';
 import { BlockDriverRegistry } from '@tsvmm/block';
 import { assertThrottlable, parseThrottleOptions, ThrottleConfigError, ThrottleError } from '@tsvmm/block/throttle';
 import { pciDeviceProperties } from '@tsvmm/pci';
-import { VIRTIO_ID_BLOCK, VirtioCommon, VirtioPciTransport, featureBit, type VirtioDeviceConfigSpace } from '@tsvmm/virtio';
+import {
+  VIRTIO_ID_BLOCK,
+  VIRTIO_PCI_STATE_VERSION,
+  VirtioCommon,
+  VirtioPciTransport,
+  featureBit,
+  loadVirtioPciState,
+  saveVirtioPciState,
+  type VirtioDeviceConfigSpace,
+} from '@tsvmm/virtio';
 import { SECTOR_SIZE, createBlkHandler, type BlkInfo, type BlkInit, type BlkLocal } from './data-plane.js';
 
 // §5.2.3 feature bits
@@ -241,6 +250,36 @@ export class VirtioBlkPci implements Device {
   reset(): void {
     this.pci?.reset();
     this.virtio?.reset();
+  }
+
+  // --- persistence (migration, snapshots): virtio-pci state, version 1 --------------------
+
+  readonly stateVersion = VIRTIO_PCI_STATE_VERSION;
+
+  private realized(): { pci: VirtioPciTransport<BlkInit, BlkLocal>; virtio: VirtioCommon<BlkInit, BlkLocal> } {
+    if (this.pci === undefined || this.virtio === undefined) throw new Error(`${this.id} is not realized`);
+    return { pci: this.pci, virtio: this.virtio };
+  }
+
+  saveState(): unknown {
+    const { pci, virtio } = this.realized();
+    return saveVirtioPciState(pci, virtio);
+  }
+
+  loadState(version: number, state: unknown): void {
+    const subject = `virtio-blk '${this.id}'`;
+    checkStateVersion(version, [VIRTIO_PCI_STATE_VERSION], subject);
+    const { pci, virtio } = this.realized();
+    loadVirtioPciState(pci, virtio, state, subject);
+  }
+
+  /** Requests in flight finish into guest RAM and the used rings before the state is taken. */
+  async quiesce(): Promise<void> {
+    await this.virtio?.quiesce();
+  }
+
+  unquiesce(): void {
+    this.virtio?.unquiesce();
   }
 
   async unrealize(): Promise<void> {

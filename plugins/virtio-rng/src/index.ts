@@ -13,9 +13,9 @@
  * yet, so use `filename=`.
  */
 import { z } from 'zod';
-import { ConfigError, defineDeviceType, devicePlugin, prop, type Device, type DeviceContext } from '@tsvmm/core';
+import { checkStateVersion, ConfigError, defineDeviceType, devicePlugin, prop, type Device, type DeviceContext } from '@tsvmm/core';
 import { pciDeviceProperties } from '@tsvmm/pci';
-import { VIRTIO_ID_RNG, VirtioCommon, VirtioPciTransport } from '@tsvmm/virtio';
+import { VIRTIO_ID_RNG, VIRTIO_PCI_STATE_VERSION, VirtioCommon, VirtioPciTransport, loadVirtioPciState, saveVirtioPciState } from '@tsvmm/virtio';
 import { createRngHandler, type RngInit, type RngLocal } from './data-plane.js';
 
 /** QEMU's default period: 1 << 16 ms. */
@@ -82,6 +82,36 @@ export class VirtioRngPci implements Device {
   reset(): void {
     this.pci?.reset();
     this.virtio?.reset();
+  }
+
+  // --- persistence (migration, snapshots): virtio-pci state, version 1 --------------------
+
+  readonly stateVersion = VIRTIO_PCI_STATE_VERSION;
+
+  private realized(): { pci: VirtioPciTransport<RngInit, RngLocal>; virtio: VirtioCommon<RngInit, RngLocal> } {
+    if (this.pci === undefined || this.virtio === undefined) throw new Error(`${this.id} is not realized`);
+    return { pci: this.pci, virtio: this.virtio };
+  }
+
+  saveState(): unknown {
+    const { pci, virtio } = this.realized();
+    return saveVirtioPciState(pci, virtio);
+  }
+
+  loadState(version: number, state: unknown): void {
+    const subject = `virtio-rng '${this.id}'`;
+    checkStateVersion(version, [VIRTIO_PCI_STATE_VERSION], subject);
+    const { pci, virtio } = this.realized();
+    loadVirtioPciState(pci, virtio, state, subject);
+  }
+
+  /** Requests in flight (also those waiting for the rate limit) finish before the state is taken. */
+  async quiesce(): Promise<void> {
+    await this.virtio?.quiesce();
+  }
+
+  unquiesce(): void {
+    this.virtio?.unquiesce();
   }
 
   async unrealize(): Promise<void> {
