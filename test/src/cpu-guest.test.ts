@@ -20,7 +20,6 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { formatCpuidTable, lookupCpuFeature, type CpuidEntry } from '@tsvmm/core';
-import { createKvmAccelerator } from '@tsvmm/core/kvm';
 import {
   bootCpuGuest,
   cpuModels,
@@ -299,8 +298,7 @@ describe('CPU models in the guest (tsvmm)', function () {
           return b;
         };
         before(async function () {
-          const max = createKvmAccelerator().maxVcpus();
-          if (cpus > max) this.skip(); // this host's KVM allows fewer vCPUs (KVM_CAP_MAX_VCPUS)
+          if (cpus > hostCpuid().maxVcpus) this.skip(); // this host's KVM allows fewer vCPUs (KVM_CAP_MAX_VCPUS)
           b = await bootTsvmm('cpuid_dump.elf', t.cpu, t.smp);
         });
 

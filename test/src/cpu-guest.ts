@@ -55,6 +55,8 @@ export interface HostCpuid {
   hostCaps: HostCpuCapabilities;
   /** the paravirtual KVM of the development hosts (kvm_pvm) is loaded */
   kvmPvm: boolean;
+  /** KVM_CAP_MAX_VCPUS */
+  maxVcpus: number;
   /** /proc/cpuinfo of the host CPU: family, model, stepping, model name */
   cpuinfo: { family: number; model: number; stepping: number; modelName: string };
 }
@@ -64,7 +66,8 @@ let hostCache: HostCpuid | undefined;
 /** What Machine.create sees of this host: the same accelerator call, the same capability probe. */
 export function hostCpuid(): HostCpuid {
   if (hostCache !== undefined) return hostCache;
-  const host = createKvmAccelerator().hostCpuSupport();
+  const accel = createKvmAccelerator();
+  const host = accel.hostCpuSupport();
   const hostCaps = hostCpuCapabilities((cap) => host.checkExtension(cap), {
     irqchip: 'kernel',
     ...(host.modelId !== undefined ? { modelId: host.modelId } : {}),
@@ -75,6 +78,7 @@ export function hostCpuid(): HostCpuid {
     supported: host.supportedCpuid,
     hostCaps,
     kvmPvm: existsSync('/sys/module/kvm_pvm'),
+    maxVcpus: accel.maxVcpus(),
     cpuinfo: { family: Number(field('cpu family')), model: Number(field('model')), stepping: Number(field('stepping')), modelName: field('model name') },
   };
   return hostCache;
