@@ -151,21 +151,32 @@ function virtioSuite(vmm: Vmm): void {
       );
 
       let io = '';
+      let io2 = '';
       describeGuest(
-        'virtio-blk on an iothread (EVENT_IDX): the same requests',
+        'virtio-blk on an iothread (EVENT_IDX): the same requests, and a second device sharing the iothread',
         async () => {
           io = freshImage();
+          io2 = freshImage();
           return boot({
             kernel: guestImage('virtio_blk.elf'),
-            append: `sectors=${IMAGE_SECTORS} serial=io-disk discard=1 event_idx=1`,
+            append: `sectors=${IMAGE_SECTORS} serial=io-disk discard=1 event_idx=1 devs=2`,
             extraArgs: [
               ...opt(vmm, 'object', 'iothread,id=io0'),
               ...opt(vmm, 'drive', `file=${io},format=raw,if=none,id=d0,discard=unmap`),
               ...dev(vmm, 'virtio-blk-pci,drive=d0,serial=io-disk,iothread=io0'),
+              ...opt(vmm, 'drive', `file=${io2},format=raw,if=none,id=d1`),
+              ...dev(vmm, 'virtio-blk-pci,drive=d1,iothread=io0'),
             ],
           });
         },
-        (booted) => blkChecks(booted, () => io, { discard: true, mq: 0 }),
+        (booted) => {
+          blkChecks(booted, () => io, { discard: true, mq: 0 });
+          it('the second device wrote its own image', () => {
+            const img = readFileSync(io2);
+            expect(img.subarray(256 * 512, 256 * 512 + 4096).equals(guestData(4096, 21)), describeRun(booted())).to.equal(true);
+            expect(readFileSync(io).subarray(256 * 512, 256 * 512 + 4096).equals(hostImage(IMAGE_SECTORS).subarray(256 * 512, 256 * 512 + 4096))).to.equal(true);
+          });
+        },
       );
 
       let ro = '';

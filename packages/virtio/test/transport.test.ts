@@ -121,6 +121,24 @@ describe('virtio-pci transport', () => {
       c.write(0x84 + 12, 4, 2);
       expect(c.read(0x84 + 16, 2)).to.equal(1);
     });
+
+    it('writes through the PCI configuration access capability, and reads ISR through it at read time', async () => {
+      const c = r.dev.transport.config;
+      c.write(0x84 + 4, 1, 4);
+      c.write(0x84 + 8, 4, VIRTIO_PCI_COMMON_Q_SELECT);
+      c.write(0x84 + 12, 4, 2);
+      c.write(0x84 + 16, 2, 0);
+      c.write(0x84 + 8, 4, VIRTIO_PCI_COMMON_Q_SIZE);
+      c.write(0x84 + 16, 2, 8);
+      expect(r.dev.virtio.queues[0]?.size).to.equal(8);
+      // ISR: nothing pending when the window is set up; a notification arrives; the read through the window sees and clears it
+      c.write(0x84 + 8, 4, 0x1000);
+      c.write(0x84 + 12, 4, 1);
+      r.dev.virtio.needsReset('test');
+      r.dev.transport.configInterrupt(VIRTIO_MSI_NO_VECTOR);
+      expect(c.read(0x84 + 16, 1)).to.equal(2);
+      expect(r.drv.isr()).to.equal(0);
+    });
   });
 
   describe('feature negotiation (§2.2, §3.1.1)', () => {

@@ -59,8 +59,6 @@ export const SECTOR_SIZE = 512;
 /** sizeof(struct virtio_blk_outhdr) and of struct virtio_blk_discard_write_zeroes */
 const OUTHDR_SIZE = 16;
 const DWZ_SEGMENT_SIZE = 16;
-/** @tsvmm/block's ImageFile tries the page cache without waiting for reads up to this size */
-const READ_PIECE = 256 * 1024;
 
 export interface BlkInit {
   id: string;
@@ -218,17 +216,10 @@ export class BlkRequestHandler implements RequestHandler {
     const memory = this.env.memory;
     const ops: Promise<void>[] = [];
     let at = offset;
-    // On an iothread, reads go in pieces the block layer may serve from the page cache
-    // synchronously (preadv2 RWF_NOWAIT, up to 256 KiB): blocking this thread for a memcpy is
-    // what it is for, and it saves a thread-pool round trip per piece.
-    const piece = dir === 'read' && this.env.onIoThread ? READ_PIECE : Number.MAX_SAFE_INTEGER;
     for (const r of ranges) {
       for (const view of guestSlices(memory, r.addr, r.len)) {
-        for (let off = 0; off < view.length; off += piece) {
-          const part = view.subarray(off, Math.min(view.length, off + piece));
-          ops.push(dir === 'read' ? this.disk.read(at, part) : this.disk.write(at, part));
-          at += part.length;
-        }
+        ops.push(dir === 'read' ? this.disk.read(at, view) : this.disk.write(at, view));
+        at += view.length;
       }
     }
     await Promise.all(ops);

@@ -10,6 +10,8 @@
  *   discard=1     the drive punches holes (discard=unmap): discard and write-zeroes tests
  *   mq=N          the device has N queues; requests go to each of them
  *   event_idx=1   negotiate VIRTIO_F_EVENT_IDX
+ *   devs=N        N virtio-blk devices: devices 1..N-1 each write 4 KiB at
+ *                 sector 256 (seed 20+k) and read it back (the host checks)
  *   ro_discard=S  the status a discard on a read-only drive gets (default IOERR, as the
  *                 spec asks for write requests; QEMU answers OK: ro_discard=0)
  *
@@ -74,6 +76,7 @@ int guest_main(void)
 	int ro = cmdline_get_u32(cl, "ro", 0) != 0;
 	int discard = cmdline_get_u32(cl, "discard", 0) != 0;
 	uint32_t mq = cmdline_get_u32(cl, "mq", 0);
+	uint32_t devs = cmdline_get_u32(cl, "devs", 1);
 	/* QEMU drops discards on a drive without discard=unmap before checking read-only, so it answers OK */
 	uint32_t ro_discard = cmdline_get_u32(cl, "ro_discard", VIRTIO_BLK_S_IOERR);
 	char serial[32] = {0};
@@ -92,6 +95,8 @@ int guest_main(void)
 		plan += 7;
 	if (mq)
 		plan += 2 + 2 * mq;
+	if (devs > 1)
+		plan += devs - 1;
 	tap_plan(plan);
 
 	virtio_mem_init(0x01000000, 0x02000000);
@@ -195,6 +200,20 @@ int guest_main(void)
 		}
 	}
 
+	for (uint32_t k = 1; k < devs; k++) {
+		static struct virtio_dev other;
+		static struct virtq oq;
+		int ok = virtio_find(VIRTIO_ID_BLOCK, k, &other) == 0 && virtio_init(&other, 1ull << VIRTIO_BLK_F_FLUSH) == 0 &&
+			 virtq_setup(&other, &oq, 0, 16) == 0;
+		if (ok) {
+			virtio_driver_ok(&other);
+			fill_guest(buf, 4096, 20 + k);
+			scribble(buf2, 4096);
+			ok = blk_do(&other, &oq, VIRTIO_BLK_T_OUT, 256, buf, 4096, 1, 0) == VIRTIO_BLK_S_OK &&
+			     blk_do(&other, &oq, VIRTIO_BLK_T_IN, 256, buf2, 4096, 1, 0) == VIRTIO_BLK_S_OK && check_guest(buf2, 4096, 20 + k);
+		}
+		tap_okf(ok, "virtio-blk device %u (00:%02x.0) writes and reads back 4 KiB", k, other.dev);
+	}
 	tap_okf(!(virtio_status(&dev) & VIRTIO_S_NEEDS_RESET), "device status 0x%02x has no DEVICE_NEEDS_RESET", virtio_status(&dev));
 	virtio_reset(&dev);
 	tap_is(virtio_status(&dev), 0, "a reset completes: status reads 0");
