@@ -5,9 +5,12 @@
  * replies, so the main thread keeps serving RPC and devices throughout. The
  * main thread (source.ts) only says what to send and when.
  *
- * Bandwidth is limited as QEMU does (migration/qemu-file.c rate limit): at
- * most maxBandwidth/10 bytes per 100 ms window; the writer waits for the next
- * window when one is used up.
+ * Bandwidth is limited with a token bucket refilled at maxBandwidth and
+ * holding at most 100 ms worth (QEMU's rate limit works in 100 ms windows,
+ * migration/qemu-file.c); a write that overdraws it waits until the debt is
+ * repaid, so whole 1 MiB RAM batches still average out to the limit. As
+ * QEMU does (migration_completion), the final copy with the guest stopped
+ * is not limited.
  *
  * Imports nothing from @tsvmm/core or zod: a worker that loads them takes
  * hundreds of milliseconds longer to start, which would count in the
@@ -22,7 +25,8 @@ import { MAX_REPLY_BYTES, REPLY_HEADER_BYTES, ReplyType, SectionType } from '../
 import { StreamWriter } from '../stream/writer.js';
 import type { SourceCommand, SourceEvent, SourceProgress, SourceWorkerInit, StateSection } from './messages.js';
 
-const RATE_WINDOW_MS = 100;
+/** the bucket holds this much time's worth of bytes */
+const RATE_BURST_MS = 100;
 
 interface Reply {
   type: number;
@@ -228,8 +232,10 @@ const writer = new StreamWriter();
 let sink: Sink | undefined;
 let sender: RamSender | undefined;
 let maxBandwidth = init.maxBandwidth;
-let windowStart = performance.now();
-let windowBytes = 0;
+let tokens = 0;
+let refilledAt = performance.now();
+/** the guest is stopped: no limit from here on */
+let unlimited = false;
 let lastProgress = 0;
 let failed = false;
 
@@ -249,17 +255,13 @@ function emptyCounters(): SourceProgress['ram'] {
 async function write(bytes: Uint8Array): Promise<void> {
   const s = sink;
   if (s === undefined) throw new Error('no connection');
-  if (maxBandwidth > 0) {
+  if (maxBandwidth > 0 && !unlimited) {
     const now = performance.now();
-    if (now - windowStart >= RATE_WINDOW_MS) {
-      windowStart = now;
-      windowBytes = 0;
-    } else if (windowBytes >= (maxBandwidth * RATE_WINDOW_MS) / 1000) {
-      await new Promise((resolve) => setTimeout(resolve, windowStart + RATE_WINDOW_MS - now));
-      windowStart = performance.now();
-      windowBytes = 0;
-    }
-    windowBytes += bytes.length;
+    const perMs = maxBandwidth / 1000;
+    tokens = Math.min(perMs * RATE_BURST_MS, tokens + (now - refilledAt) * perMs);
+    refilledAt = now;
+    tokens -= bytes.length;
+    if (tokens < 0) await new Promise((resolve) => setTimeout(resolve, -tokens / perMs));
   }
   await s.write(bytes);
   const now = performance.now();
@@ -350,6 +352,7 @@ port.on('message', (cmd: SourceCommand) => {
         case 'round': {
           const s = sender;
           if (s === undefined) throw new Error('no connection');
+          if (cmd.last) unlimited = true;
           const round = await s.sendRound(cmd.bitmaps, { bulk: cmd.bulk, last: cmd.last, age: cmd.age });
           if (s.extentWarning !== undefined) {
             post({ type: 'warning', message: `every page of RAM is read in the first round: ${s.extentWarning}` });
