@@ -9,11 +9,49 @@ import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import path from 'node:path';
-import { MigrationDestination, MigrationSource, DEFAULT_PARAMETERS, parseTransportUri, type MigrationStrategy } from '@tsvmm/migration';
+import { defineDeviceType, PluginTokens, prop, type Device } from '@tsvmm/core';
+import { MigrationDestination, MigrationError, MigrationSource, DEFAULT_PARAMETERS, parseTransportUri, type MigrationStrategy } from '@tsvmm/migration';
+import { z } from 'zod';
 import { buildGuests } from './guest-harness.js';
 import { checksumOf, createTestMachine, pluginRegistry, type TestMachine } from './migration-harness.js';
 
 const APPEND = 'passes=40 pages=512 words=16';
+
+/** A device whose state load fails on purpose where `explode` is set: a destination that fails at the very end. */
+class StateBomb implements Device {
+  readonly typeName = 'test-state-bomb';
+  readonly stateVersion = 1;
+  constructor(
+    readonly id: string,
+    private readonly explode: boolean,
+  ) {}
+  realize(): void {}
+  reset(): void {}
+  unrealize(): void {}
+  describe(): Record<string, unknown> {
+    return { explode: this.explode };
+  }
+  saveState(): unknown {
+    return { ticks: 1 };
+  }
+  loadState(): void {
+    if (this.explode) throw new Error('refusing its state on purpose');
+  }
+}
+const stateBomb = defineDeviceType({
+  name: 'test-state-bomb',
+  description: 'test device: loadState throws with explode=on',
+  bus: 'system',
+  hotpluggable: false,
+  properties: z.strictObject({ explode: prop.bool().default(false) }),
+  create: (id, p) => new StateBomb(id, p.explode),
+});
+
+function registryWithBomb(): ReturnType<typeof pluginRegistry> {
+  const reg = pluginRegistry();
+  reg.container.register(PluginTokens.device, { useValue: stateBomb });
+  return reg;
+}
 const APPEND_BLK = 'passes=60 pages=512 words=16 blk=1';
 const DISK_BYTES = 1024 * 1024;
 
@@ -103,6 +141,72 @@ describe('migration engine (in one process, KVM)', function () {
     expect(exit.status).to.equal(1, dst.serial.text);
     expect(checksumOf(dst.serial.text)).to.equal(reference);
     expect(status.xbzrle).to.not.equal(undefined);
+  });
+
+  it('resumes the source when the destination fails to load the state after the stop-and-copy; the guest finishes on the source', async () => {
+    const src = await createTestMachine({ append: APPEND, registry: registryWithBomb(), devices: [{ driver: 'test-state-bomb', id: 'bomb' }] });
+    const dst = await createTestMachine({ append: APPEND, incoming: true, registry: registryWithBomb(), devices: [{ driver: 'test-state-bomb', id: 'bomb', explode: true }] });
+    machines.push(src, dst);
+    const states: string[] = [];
+    src.machine.on('stateChanged', (c) => states.push(`${c.to}:${c.reason}`));
+    src.machine.start();
+    await src.serial.waitFor(/# pass 5\n/);
+    const incoming = new MigrationDestination({ machine: dst.machine, source: parseTransportUri('tcp:127.0.0.1:0') });
+    const address = await incoming.listen();
+    const outgoing = new MigrationSource({
+      machine: src.machine,
+      strategy: await strategy('precopy'),
+      params: { ...DEFAULT_PARAMETERS },
+      target: parseTransportUri(address),
+      kind: 'migration',
+      writer: 'test',
+    });
+    let caught: unknown;
+    try {
+      await outgoing.run();
+    } catch (e) {
+      caught = e;
+    }
+    expect(caught).to.be.instanceOf(MigrationError);
+    expect((caught as Error).message).to.match(/could not load the VM: .*'bomb'.*refusing its state on purpose/);
+    let incomingError: unknown;
+    await incoming.done.catch((e: unknown) => (incomingError = e));
+    expect((incomingError as Error).message).to.match(/refusing its state on purpose/);
+    expect(dst.machine.state).to.equal('created');
+    expect(states).to.deep.equal(['running:started', 'paused:migrating', 'running:migration-failed']);
+    expect(outgoing.status().status).to.equal('failed');
+    const exit = await src.exit;
+    expect(exit.status).to.equal(1);
+    expect(checksumOf(src.serial.text)).to.equal(reference);
+  });
+
+  it('fails cleanly when the guest powers off during the migration', async () => {
+    const src = await createTestMachine({ append: 'passes=25 pages=512 words=16' });
+    const dst = await createTestMachine({ append: 'passes=25 pages=512 words=16', incoming: true });
+    machines.push(src, dst);
+    src.machine.start();
+    await src.serial.waitFor(/# pass 5\n/);
+    const incoming = new MigrationDestination({ machine: dst.machine, source: parseTransportUri('tcp:127.0.0.1:0') });
+    const address = await incoming.listen();
+    // 100 KB/s: the guest ends long before the bulk round does.
+    const outgoing = new MigrationSource({
+      machine: src.machine,
+      strategy: await strategy('precopy'),
+      params: { ...DEFAULT_PARAMETERS, maxBandwidth: 100_000 },
+      target: parseTransportUri(address),
+      kind: 'migration',
+      writer: 'test',
+    });
+    let caught: unknown;
+    try {
+      await outgoing.run();
+    } catch (e) {
+      caught = e;
+    }
+    expect((caught as Error).message).to.match(/the VM stopped during the migration/);
+    await incoming.done.catch(() => undefined);
+    expect(dst.machine.state).to.equal('created');
+    expect((await src.exit).status).to.equal(1);
   });
 
   it('moves a guest doing virtio-blk I/O: checksum and disk content are the unmigrated run\'s', async () => {

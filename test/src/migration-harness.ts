@@ -62,7 +62,17 @@ export interface TestMachine {
 export const MIGRATE_RW = (): string => guestImage('migrate_rw.elf');
 
 /** A machine running (or, incoming, waiting to run) the migrate_rw guest. */
-export async function createTestMachine(opts: { append: string; memory?: string; machine?: string; incoming?: boolean; drive?: string }): Promise<TestMachine> {
+export async function createTestMachine(opts: {
+  append: string;
+  memory?: string;
+  machine?: string;
+  incoming?: boolean;
+  drive?: string;
+  /** more devices (DeviceSpec) */
+  devices?: { driver: string; [prop: string]: unknown }[];
+  /** a registry with test device types registered (default: the installed plugins) */
+  registry?: PluginRegistry;
+}): Promise<TestMachine> {
   const serial = new CapturingChardev('serial0');
   const machine = await Machine.create(
     {
@@ -71,11 +81,11 @@ export async function createTestMachine(opts: { append: string; memory?: string;
       memory: opts.memory ?? '64M',
       ...(opts.machine !== undefined ? { machine: opts.machine } : {}),
       noReboot: true,
-      devices: [{ driver: 'isa-debug-exit', iobase: 0xf4, iosize: 4 }],
+      devices: [{ driver: 'isa-debug-exit', iobase: 0xf4, iosize: 4 }, ...(opts.devices ?? [])],
       ...(opts.drive !== undefined ? { drives: [{ file: opts.drive, format: 'raw', if: 'virtio' as const }] } : {}),
     },
     {
-      registry: pluginRegistry(),
+      registry: opts.registry ?? pluginRegistry(),
       accelerator: kvmAccelerator(),
       chardevFactory: (id) => (id === 'serial0' ? serial : undefined),
       ...(opts.incoming === true ? { incoming: true } : {}),
