@@ -13,5 +13,5 @@ export { RamReceiver, type RamReceiveCounters } from './ram/receiver.js';
 export type { RamRegionSource } from './ram/regions.js';
 export * from './parameters.js';
 export * from './strategy.js';
-export { MigrationSource, type MigrationSourceOptions } from './source.js';
+export { MigrationSource, prewarmMigrationThread, type MigrationSourceOptions } from './source.js';
 export { MigrationDestination, type MigrationDestinationOptions } from './destination.js';

@@ -14,6 +14,7 @@
  *
  * Command line: pages=N (default 512) passes=N (default 30; 0 = forever)
  * words=N (default 16) blk=1 seed=S; expect=0xSUM makes the last test compare.
+ * idle=1 prints "# idle" and halts for good (the idle guest of bench/migration).
  * Prints "# pass N" after each pass and "# checksum 0x........" at the end,
  * over every word of the region. Needs RAM up to 0x02000000 + pages * 4 KiB.
  */
@@ -59,6 +60,11 @@ int guest_main(void)
 	int have_expect = cmdline_get(cl, "expect", expect_text, sizeof(expect_text)) >= 0 && cmdline_parse_u32(expect_text, &expect);
 	if (words > PAGE_WORDS)
 		words = PAGE_WORDS;
+	if (cmdline_get_u32(cl, "idle", 0)) {
+		kprintf("# idle\n");
+		for (;;)
+			__asm__ volatile("cli; hlt");
+	}
 
 	tap_plan(2 + (blk ? 3 : 0) + (have_expect ? 1 : 0));
 	tap_diag("region 0x%x, %u pages, %u words per page per pass, %u passes%s", REGION, pages, words, passes, blk ? ", virtio-blk" : "");

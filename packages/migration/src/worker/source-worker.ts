@@ -19,7 +19,7 @@
 import * as fs from 'node:fs/promises';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { RamSender } from '../ram/sender.js';
 import { MAX_REPLY_BYTES, REPLY_HEADER_BYTES, ReplyType, SectionType } from '../stream/format.js';
 import { StreamWriter } from '../stream/writer.js';
@@ -223,9 +223,17 @@ async function openSink(init: SourceWorkerInit): Promise<Sink> {
 
 // --- the thread ---------------------------------------------------------------------------
 
-const port = parentPort;
-if (port === null) throw new Error('source-worker.js must run as a worker thread');
-const init = workerData as SourceWorkerInit;
+const maybePort = parentPort;
+if (maybePort === null) throw new Error('source-worker.js must run as a worker thread');
+const port: MessagePort = maybePort;
+/**
+ * The migration to run: given at spawn (workerData), or, for a thread started
+ * ahead of time (prewarmMigrationThread), in its first message.
+ */
+const init: SourceWorkerInit =
+  workerData !== null && workerData !== undefined
+    ? (workerData as SourceWorkerInit)
+    : await new Promise<SourceWorkerInit>((resolve) => port.once('message', (m: { type: 'init'; init: SourceWorkerInit }) => resolve(m.init)));
 const post = (e: SourceEvent, transfer: ArrayBuffer[] = []): void => port.postMessage(e, transfer);
 
 const writer = new StreamWriter();
