@@ -135,6 +135,10 @@ export class VmRuntime {
       return { state: this.requireMachine().state };
     }));
     c.onRequest(ChildResume, guard(() => {
+      // Running the guest during the final copy would make the saved state a lie.
+      if (this.outgoing?.status().status === 'device') {
+        throw new VmStateError('the VM is stopped for the final copy of a migration', { hint: 'wait for the migration to end, or cancel it with migration/cancel (the VM then runs on)' });
+      }
       this.requireMachine().resume();
       return { state: this.requireMachine().state };
     }));
