@@ -145,6 +145,7 @@ function isPowerOfTwo(n: number): boolean {
 
 /** A view of [gpa, gpa+length) if it lies in one RAM region, else undefined. */
 function regionSlice(memory: GuestMemory, gpa: number, length: number): Uint8Array | undefined {
+  if (!memory.contains(gpa, length)) return undefined;
   try {
     return memory.slice(gpa, length);
   } catch (err) {

@@ -17,16 +17,17 @@ const RAM_GPA = 0x10000;
 const RAM = 0x10000;
 const RAM_END = RAM_GPA + RAM;
 
-/** GuestMemory that records every range asked of it, to prove none lies outside RAM. */
+/** GuestMemory that records every range it handed out or accessed, to prove none lies outside RAM. */
 class RecordingMemory extends GuestMemory {
   readonly asked: { gpa: number; length: number; op: string }[] = [];
   override slice(gpa: number, length: number): Uint8Array {
+    const view = super.slice(gpa, length);
     this.asked.push({ gpa, length, op: 'slice' });
-    return super.slice(gpa, length);
+    return view;
   }
   override read(gpa: number, dst: Uint8Array): void {
-    this.asked.push({ gpa, length: dst.length, op: 'read' });
     super.read(gpa, dst);
+    this.asked.push({ gpa, length: dst.length, op: 'read' });
   }
   override write(gpa: number, src: Uint8Array): void {
     this.asked.push({ gpa, length: src.length, op: 'write' });
