@@ -97,11 +97,11 @@ describe('migration engine (in one process, KVM)', function () {
   async function migrate(
     name: string,
     uri: string,
-    opts: { append?: string; drive?: string } = {},
+    opts: { append?: string; drive?: string; iothread?: boolean } = {},
   ): Promise<{ src: TestMachine; dst: TestMachine; status: ReturnType<MigrationSource['status']> }> {
     const listenUri = uri;
     const append = opts.append ?? APPEND;
-    const drive = opts.drive !== undefined ? { drive: opts.drive } : {};
+    const drive = opts.drive !== undefined ? { drive: opts.drive, ...(opts.iothread === true ? { iothread: true } : {}) } : {};
     const src = await createTestMachine({ append, ...drive });
     // The destination opens the same disk file: shared storage, as QEMU's migration assumes without block migration.
     const dst = await createTestMachine({ append, incoming: true, ...drive });
@@ -218,6 +218,18 @@ describe('migration engine (in one process, KVM)', function () {
     expect(exit.status).to.equal(1, dst.serial.text);
     expect(checksumOf(dst.serial.text)).to.equal(referenceBlk?.checksum);
     // The source is stopped for good; only the destination wrote after the switch.
+    await src.machine.destroy();
+    expect(Buffer.compare(fs.readFileSync(disk), referenceBlk?.disk ?? Buffer.alloc(0))).to.equal(0);
+  });
+
+  it('moves it with the disk on an iothread, whose DMA only the shared device-dirty bitmap sees', async () => {
+    const disk = path.join(dir, 'iothread.img');
+    fs.writeFileSync(disk, Buffer.alloc(DISK_BYTES));
+    const { src, dst, status } = await migrate('xbzrle', 'tcp:127.0.0.1:0', { append: APPEND_BLK, drive: disk, iothread: true });
+    expect(status.status).to.equal('completed');
+    const exit = await dst.exit;
+    expect(exit.status).to.equal(1, dst.serial.text);
+    expect(checksumOf(dst.serial.text)).to.equal(referenceBlk?.checksum);
     await src.machine.destroy();
     expect(Buffer.compare(fs.readFileSync(disk), referenceBlk?.disk ?? Buffer.alloc(0))).to.equal(0);
   });

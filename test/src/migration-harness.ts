@@ -68,6 +68,8 @@ export async function createTestMachine(opts: {
   machine?: string;
   incoming?: boolean;
   drive?: string;
+  /** run the drive's data plane on an iothread */
+  iothread?: boolean;
   /** more devices (DeviceSpec) */
   devices?: { driver: string; [prop: string]: unknown }[];
   /** a registry with test device types registered (default: the installed plugins) */
@@ -82,7 +84,8 @@ export async function createTestMachine(opts: {
       ...(opts.machine !== undefined ? { machine: opts.machine } : {}),
       noReboot: true,
       devices: [{ driver: 'isa-debug-exit', iobase: 0xf4, iosize: 4 }, ...(opts.devices ?? [])],
-      ...(opts.drive !== undefined ? { drives: [{ file: opts.drive, format: 'raw', if: 'virtio' as const }] } : {}),
+      ...(opts.drive !== undefined ? { drives: [{ file: opts.drive, format: 'raw', if: 'virtio' as const, ...(opts.iothread === true ? { iothread: 'io0' } : {}) }] } : {}),
+      ...(opts.iothread === true ? { objects: [{ 'qom-type': 'iothread' as const, id: 'io0' }] } : {}),
     },
     {
       registry: opts.registry ?? pluginRegistry(),
