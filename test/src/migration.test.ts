@@ -15,7 +15,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import path from 'node:path';
 import { ResponseError, TsvmmClient } from '@tsvmm/client';
-import { ProgressType } from 'vscode-jsonrpc';
+import { CancellationTokenSource, ProgressType } from 'vscode-jsonrpc';
 import {
   ErrorCodes,
   MigrationCancel,
@@ -243,6 +243,29 @@ describe('live migration between tsvmm processes (KVM)', function () {
     expect(dest.stderr()).to.match(/incoming migration failed/);
     const out = await client.waitForConsole(vmId, /# checksum 0x[0-9a-f]{8}/, 120_000);
     expect(checksumOf(out)).to.equal(reference.checksum);
+    await client.vmDestroy({ vmId });
+  });
+
+  it('cancels on $/cancelRequest of migration/start like migration/cancel', async () => {
+    const disk = freshDisk(dir, 'cancel-request.img');
+    const vmId = await startSource(disk);
+    const dest = runTsvmm(['--incoming', 'tcp:127.0.0.1:0'], disk);
+    children.push(dest.child);
+    const cts = new CancellationTokenSource();
+    const pending = client.connection.sendRequest(MigrationStart.type, { vmId, uri: await dest.address, parameters: { strategy: 'precopy', maxBandwidth: 200_000 } }, cts.token);
+    pending.catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 800));
+    cts.cancel();
+    let caught: unknown;
+    try {
+      await pending;
+    } catch (e) {
+      caught = e;
+    }
+    expect(caught).to.be.instanceOf(ResponseError);
+    expect((await client.connection.sendRequest(MigrationStatusRequest.type, { vmId })).status).to.equal('cancelled');
+    expect((await client.vmStatus({ vmId })).state).to.equal('running');
+    expect(await dest.exit).to.equal(2);
     await client.vmDestroy({ vmId });
   });
 
