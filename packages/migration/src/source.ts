@@ -29,7 +29,7 @@ import { streamConfigFor, type RamEncodingName } from './config.js';
 import { MigrationCancelledError, MigrationConfigError, MigrationError } from './errors.js';
 import { emptyStatus, xbzrleStatus, type MigrationParameters, type MigrationStatus } from './parameters.js';
 import type { RoundResult } from './ram/sender.js';
-import { expectedDowntimeMs, MIGRATION_PAGE_SIZE, type MigrationStrategy, type PrecopyContext } from './strategy.js';
+import { MIGRATION_PAGE_SIZE, type MigrationStrategy, type PrecopyContext } from './strategy.js';
 import { formatTransport, type TransportSpec } from './transport.js';
 import type { SourceCommand, SourceEvent, SourceProgress, SourceWorkerInit, StateSection } from './worker/messages.js';
 
@@ -393,4 +393,3 @@ function countDirty(regions: readonly DirtyRegion[]): number {
   return n;
 }
 
-export { expectedDowntimeMs };

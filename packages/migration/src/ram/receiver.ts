@@ -44,7 +44,11 @@ export class RamReceiver {
    */
   prepare(): void {
     for (const region of this.regions) {
-      for (const [from, to] of dataExtents(region).extents) {
+      const { extents, reason } = dataExtents(region);
+      // Without the allocation map every page would be "data": zeroing it all would allocate all of RAM
+      // for nothing — an incoming VM's RAM is fresh, hence zero, unless something wrote it, which nothing does.
+      if (reason !== undefined) continue;
+      for (const [from, to] of extents) {
         region.bytes.fill(0, from * PAGE_SIZE, to * PAGE_SIZE);
         for (let p = from; p < to; p++) Atomics.or(region.written, p >>> 5, 1 << (p & 31));
       }
