@@ -434,7 +434,17 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
       this.pauseClock();
     }
     this.quiesced = true;
-    for (const d of this.devices) await d.device.quiesce?.();
+    try {
+      for (const d of this.devices) await d.device.quiesce?.();
+    } catch (err) {
+      // Leave the VM as it was: devices running again, and the vCPUs too if they ran.
+      this.unquiesceDevices();
+      if (wasRunning) {
+        this.resumeClock();
+        this.accel.resume();
+      }
+      throw err;
+    }
     this.setState('paused', 'migrating', detail);
     return wasRunning;
   }
