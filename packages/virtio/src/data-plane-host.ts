@@ -194,7 +194,6 @@ export class DataPlaneHost {
         return;
       }
       case 'ready':
-      case 'dirty':
         return;
     }
   }

@@ -89,8 +89,6 @@ export type ControlMessage =
   | { type: 'set-interrupt'; index: number; interrupt: InterruptRoute }
   | { type: 'reset'; seq: number }
   | { type: 'close' }
-  | { type: 'dirty-tracking'; on: boolean }
-  | { type: 'take-dirty'; seq: number }
   /** migration: stop taking requests, let those in flight finish, report where each queue stands */
   | { type: 'quiesce'; seq: number };
 
@@ -100,7 +98,6 @@ export type DataPlaneEvent =
   | { type: 'interrupt'; index: number }
   | { type: 'queue-error'; index: number; message: string }
   | { type: 'reset-done'; seq: number }
-  | { type: 'dirty'; seq: number; bitmaps: { gpa: number; bitmap: Uint32Array }[] }
   | { type: 'quiesced'; seq: number; cursors: { index: number; cursor: QueueCursor }[] }
   | { type: 'warning'; message: string }
   | { type: 'closed' };
@@ -222,9 +219,6 @@ class DataPlane {
         this.post({ type: 'closed' });
         this.port.close();
         return;
-      case 'dirty-tracking':
-        this.env.memory.setDirtyTracking(m.on);
-        return;
       case 'quiesce': {
         // Unlike a reset, requests in flight complete into the used ring (the
         // guest sees them done after migration) and nothing is dropped.
@@ -236,11 +230,6 @@ class DataPlane {
         for (const q of this.queues.values()) q.stop();
         this.queues.clear();
         this.post({ type: 'quiesced', seq: m.seq, cursors });
-        return;
-      }
-      case 'take-dirty': {
-        const bitmaps = this.env.memory.list().map((r) => ({ gpa: r.gpa, bitmap: this.env.memory.takeDeviceDirty(r.gpa) }));
-        this.post({ type: 'dirty', seq: m.seq, bitmaps });
         return;
       }
     }
