@@ -3,7 +3,13 @@
  * "KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2", KVM_MEM_LOG_DIRTY_PAGES).
  */
 import { expect } from 'chai';
-import { KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, KVM_MEM_LOG_DIRTY_PAGES, KvmStateError } from '../src/index.js';
+import {
+  KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
+  KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE,
+  KVM_MEM_LOG_DIRTY_PAGES,
+  KvmCapabilityError,
+  KvmStateError,
+} from '../src/index.js';
 import { GuestCode } from './guest-code.js';
 import { closeLeftoverVms, createTestVm, kvm, runUntilEvent } from './harness.js';
 
@@ -37,10 +43,13 @@ describe('dirty page logging', () => {
     }
   });
 
-  it('keeps pages dirty under manual protection until KVM_CLEAR_DIRTY_LOG', async function () {
-    if ((kvm().checkExtension(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2) & 1) === 0) this.skip();
+  it('keeps pages dirty under manual protection until KVM_CLEAR_DIRTY_LOG (a host without it: refused naming KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2)', async () => {
     const t = createTestVm(undefined);
     try {
+      if ((t.vm.checkExtension(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2) & KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE) === 0) {
+        expect(() => t.vm.enableManualDirtyLogProtect()).to.throw(KvmCapabilityError, /lacks KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2/);
+        return;
+      }
       // The capability must be enabled before dirty logging starts on a slot.
       t.vm.enableManualDirtyLogProtect();
       t.vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, ram: t.ram, flags: KVM_MEM_LOG_DIRTY_PAGES });
@@ -57,6 +66,16 @@ describe('dirty page logging', () => {
     } finally {
       await t.vm.stopVcpus();
       t.close();
+    }
+  });
+
+  it('refuses manual protection flags the host does not offer, naming KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2', () => {
+    const vm = kvm().createVm();
+    try {
+      // No KVM defines bit 30 of the capability's flags.
+      expect(() => vm.enableManualDirtyLogProtect(1 << 30)).to.throw(KvmCapabilityError, /lacks KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2/);
+    } finally {
+      vm.close();
     }
   });
 
