@@ -19,7 +19,7 @@ import { expect } from 'chai';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { formatCpuidTable, lookupCpuFeature, type CpuidEntry } from '@tsvmm/core';
+import { ConfigError, formatCpuidTable, lookupCpuFeature, type CpuidEntry } from '@tsvmm/core';
 import {
   bootCpuGuest,
   cpuModels,
@@ -46,6 +46,14 @@ const EXIT_VMM_ERROR = 2;
 let scratch = '';
 const bootTsvmm = (kernel: string, cpu: string, smp?: string, append?: string): Promise<Booted> =>
   bootCpuGuest({ vmm: 'tsvmm', dir: scratch, kernel, cpu, ...(smp !== undefined ? { smp } : {}), ...(append !== undefined ? { append } : {}) });
+
+/** tsvmm refusing the VM: status 2 and a silent guest; the lines it printed. */
+async function refusedRun(kernel: string, extraArgs: string[]): Promise<string[]> {
+  const run = await runGuest({ vmm: 'tsvmm', kernel: guestImage(kernel), memory: 64, timeoutMs: TIMEOUT_MS, extraArgs });
+  expect(run.status, describeRun(run)).to.equal(EXIT_VMM_ERROR);
+  expect(run.serialOutput, 'the guest never ran').to.equal('');
+  return run.stderr.trimEnd().split('\n');
+}
 
 const bitsOf = (names: readonly string[]): number =>
   names.reduce((m, n) => {
@@ -192,29 +200,35 @@ describe('CPU models in the guest (tsvmm)', function () {
     });
   }
 
-  describe('kvm_pvm, the development hosts\' paravirtual KVM', () => {
-    before(function () {
-      if (!hostCpuid().kvmPvm) this.skip(); // a behaviour of that KVM only
-    });
-
-    it('puts the same leaf 1 ECX/EDX, leaf 7 and leaf 0xD into every model\'s table: the host CPU\'s, not the VMM\'s', () => {
-      const seen = new Map<string, Set<string>>();
-      for (const held of heldByModel.values()) {
-        for (const e of held) {
-          if (![1, 7, 0xd].includes(e.function)) continue;
-          const masked = (r: 'eax' | 'ebx' | 'ecx' | 'edx'): number => (e[r] & pvmReplacedMask(e.function, r)) >>> 0;
-          const k = leafKey(e.function, e.index);
-          const s = seen.get(k) ?? new Set<string>();
-          s.add(formatRegs([masked('eax'), masked('ebx'), masked('ecx'), masked('edx')]));
-          seen.set(k, s);
+  describe('leaf 1 ECX/EDX, leaf 7 and leaf 0xD of the table KVM holds, across models', () => {
+    it(
+      hostCpuid().kvmPvm
+        ? 'kvm_pvm (the development hosts\' paravirtual KVM) puts the same ones into every model\'s table: the host CPU\'s, not the VMM\'s'
+        : 'a KVM other than kvm_pvm keeps each model\'s own: they differ between models',
+      () => {
+        const seen = new Map<string, Set<string>>();
+        for (const held of heldByModel.values()) {
+          for (const e of held) {
+            if (![1, 7, 0xd].includes(e.function)) continue;
+            const masked = (r: 'eax' | 'ebx' | 'ecx' | 'edx'): number => (e[r] & pvmReplacedMask(e.function, r)) >>> 0;
+            const k = leafKey(e.function, e.index);
+            const s = seen.get(k) ?? new Set<string>();
+            s.add(formatRegs([masked('eax'), masked('ebx'), masked('ecx'), masked('edx')]));
+            seen.set(k, s);
+          }
         }
-      }
-      expect(heldByModel.size).to.be.greaterThan(5);
-      for (const [k, values] of seen) expect([...values], `CPUID ${k} across ${[...heldByModel.keys()].join(' | ')}`).to.have.lengthOf(1);
-      // leaf 1 EAX (the signature) is the model's, so only ECX/EDX are the host's
-      const sigs = new Set([...heldByModel.values()].map((t) => t.find((e) => e.function === 1)?.eax));
-      expect(sigs.size).to.be.greaterThan(1);
-    });
+        expect(heldByModel.size).to.be.greaterThan(5);
+        if (hostCpuid().kvmPvm) {
+          for (const [k, values] of seen) expect([...values], `CPUID ${k} across ${[...heldByModel.keys()].join(' | ')}`).to.have.lengthOf(1);
+        } else {
+          const differing = [...seen].filter(([, values]) => values.size > 1).map(([k]) => k);
+          expect(differing, `no leaf differs across ${[...heldByModel.keys()].join(' | ')}`).to.not.be.empty;
+        }
+        // leaf 1 EAX (the signature) is the model's, so only ECX/EDX are the host's
+        const sigs = new Set([...heldByModel.values()].map((t) => t.find((e) => e.function === 1)?.eax));
+        expect(sigs.size).to.be.greaterThan(1);
+      },
+    );
   });
 
   describe('check and enforce', () => {
@@ -244,11 +258,8 @@ describe('CPU models in the guest (tsvmm)', function () {
     it('enforce: the VM is refused with one line naming every missing feature, status 2', async () => {
       const missing = (await planFor('Haswell')).missing;
       expect(missing, 'this host lacks something Haswell needs').to.not.be.empty;
-      const run = await runGuest({ vmm: 'tsvmm', kernel: guestImage('cpuid_dump.elf'), memory: 64, timeoutMs: TIMEOUT_MS, extraArgs: ['--cpu', 'Haswell,enforce'] });
-      expect(run.status, describeRun(run)).to.equal(EXIT_VMM_ERROR);
-      expect(run.serialOutput, 'the guest never ran').to.equal('');
-      const lines = run.stderr.trimEnd().split('\n');
-      expect(lines, run.stderr).to.have.lengthOf(1);
+      const lines = await refusedRun('cpuid_dump.elf', ['--cpu', 'Haswell,enforce']);
+      expect(lines, lines.join('\n')).to.have.lengthOf(1);
       expect(lines[0]).to.match(/^tsvmm: CPU model 'Haswell' needs features this host's KVM does not support: /);
       const named = /support: ([^(]+) \(/.exec(lines[0] ?? '')?.[1]?.split(', ') ?? [];
       expect(named).to.deep.equal(missing);
@@ -267,10 +278,8 @@ describe('CPU models in the guest (tsvmm)', function () {
   describe('--dump-cpuid', () => {
     it('an unwritable file: one line naming it, status 2, and the guest never runs', async () => {
       const file = path.join(scratch, 'no-such-dir', 'cpuid.json');
-      const run = await runGuest({ vmm: 'tsvmm', kernel: guestImage('cpuid_dump.elf'), memory: 64, timeoutMs: TIMEOUT_MS, extraArgs: ['--dump-cpuid', file] });
-      expect(run.status, describeRun(run)).to.equal(EXIT_VMM_ERROR);
-      expect(run.serialOutput).to.equal('');
-      expect(run.stderr.trimEnd().split('\n').filter((l) => !/ warn: /.test(l))).to.deep.equal([`tsvmm: --dump-cpuid: cannot write '${file}': ENOENT`]);
+      const lines = await refusedRun('cpuid_dump.elf', ['--dump-cpuid', file]);
+      expect(lines.filter((l) => !/ warn: /.test(l))).to.deep.equal([`tsvmm: --dump-cpuid: cannot write '${file}': ENOENT`]);
     });
   });
 
@@ -297,8 +306,14 @@ describe('CPU models in the guest (tsvmm)', function () {
           if (b === undefined) throw new Error('the guest did not boot (see the before hook)');
           return b;
         };
-        before(async function () {
-          if (cpus > hostCpuid().maxVcpus) this.skip(); // this host's KVM allows fewer vCPUs (KVM_CAP_MAX_VCPUS)
+        if (cpus > hostCpuid().maxVcpus) {
+          // this host's KVM allows fewer vCPUs (KVM_CAP_MAX_VCPUS): the VM is refused before the guest runs
+          it(`refused with one line naming the ${hostCpuid().maxVcpus} vCPUs this host allows, status 2`, async () => {
+            expect(await refusedRun('cpuid_dump.elf', ['--cpu', t.cpu, '--smp', t.smp])).to.deep.equal([`tsvmm: --smp ${cpus} is more than the ${hostCpuid().maxVcpus} vCPUs this host and machine type allow`]);
+          });
+          return;
+        }
+        before(async () => {
           b = await bootTsvmm('cpuid_dump.elf', t.cpu, t.smp);
         });
 
@@ -456,12 +471,23 @@ describe('CPU models in the guest (tsvmm)', function () {
       });
     }
 
-    it('hidden (-kvmclock) with kvm-pv-enforce-cpuid=on: CPUID says no, and KVM refuses MSR_KVM_SYSTEM_TIME_NEW with #GP', async function () {
-      if (hostCpuid().hostCaps.enforcePvFeatureCpuid !== true) this.skip(); // needs KVM_CAP_ENFORCE_PV_FEATURE_CPUID
-      const b = await bootTsvmm('kvmclock.elf', 'qemu64,-kvmclock,kvm-pv-enforce-cpuid=on', '1', 'mode=off');
-      expectTapPass(b.run);
-      expect(tableHas(b.vcpus[0]?.held ?? [], 'kvmclock')).to.equal(false);
-    });
+    it(
+      hostCpuid().hostCaps.enforcePvFeatureCpuid === true
+        ? 'hidden (-kvmclock) with kvm-pv-enforce-cpuid=on: CPUID says no, and KVM refuses MSR_KVM_SYSTEM_TIME_NEW with #GP'
+        : 'kvm-pv-enforce-cpuid=on on a host without KVM_CAP_ENFORCE_PV_FEATURE_CPUID: refused with one line naming it, status 2',
+      async () => {
+        const cpu = 'qemu64,-kvmclock,kvm-pv-enforce-cpuid=on';
+        if (hostCpuid().hostCaps.enforcePvFeatureCpuid !== true) {
+          const lines = await refusedRun('kvmclock.elf', ['--cpu', cpu]);
+          expect(lines, lines.join('\n')).to.have.lengthOf(1);
+          expect(lines[0]).to.match(/^tsvmm: kvm-pv-enforce-cpuid=on needs KVM_CAP_ENFORCE_PV_FEATURE_CPUID, which this host's KVM does not have/);
+          return;
+        }
+        const b = await bootTsvmm('kvmclock.elf', cpu, '1', 'mode=off');
+        expectTapPass(b.run);
+        expect(tableHas(b.vcpus[0]?.held ?? [], 'kvmclock')).to.equal(false);
+      },
+    );
   });
 
   describe('Hyper-V enlightenments', () => {
@@ -475,20 +501,37 @@ describe('CPU models in the guest (tsvmm)', function () {
         named: ['hv-frequencies', 'hv-relaxed', 'hv-reset', 'hv-runtime', 'hv-stimer', 'hv-synic', 'hv-time', 'hv-vapic', 'hv-vpindex'],
       },
     ];
-    before(function () {
-      // On a host whose KVM has Hyper-V support these options boot; the Hyper-V leaves are then
-      // covered by the unit tests on recorded tables only (not verified in a guest here).
-      if (hostCpuid().hostCaps.hyperv) this.skip();
-    });
+    const signature = (regs: readonly number[]): string =>
+      regs.map((d) => String.fromCharCode(d & 0xff, (d >>> 8) & 0xff, (d >>> 16) & 0xff, d >>> 24)).join('');
     for (const c of HV_CASES) {
-      it(`--cpu ${c.cpu}: refused with one line naming the options and KVM_CAP_HYPERV, status 2`, async () => {
-        const run = await runGuest({ vmm: 'tsvmm', kernel: guestImage('cpuid_dump.elf'), memory: 64, timeoutMs: TIMEOUT_MS, extraArgs: ['--cpu', c.cpu] });
-        expect(run.status, describeRun(run)).to.equal(EXIT_VMM_ERROR);
-        expect(run.serialOutput, 'the guest never ran').to.equal('');
-        const lines = run.stderr.trimEnd().split('\n');
-        expect(lines, run.stderr).to.have.lengthOf(1);
-        expect(lines[0]).to.match(/^tsvmm: Hyper-V enlightenments \(([a-z, -]+)\) need KVM_CAP_HYPERV, which this host's KVM does not have/);
-        expect(/\(([a-z, -]+)\)/.exec(lines[0] ?? '')?.[1]?.split(', ')).to.deep.equal(c.named);
+      if (!hostCpuid().hostCaps.hyperv) {
+        it(`--cpu ${c.cpu}: refused with one line naming the options and KVM_CAP_HYPERV, status 2`, async () => {
+          const lines = await refusedRun('cpuid_dump.elf', ['--cpu', c.cpu]);
+          expect(lines, lines.join('\n')).to.have.lengthOf(1);
+          expect(lines[0]).to.match(/^tsvmm: Hyper-V enlightenments \(([a-z, -]+)\) need KVM_CAP_HYPERV, which this host's KVM does not have/);
+          expect(/\(([a-z, -]+)\)/.exec(lines[0] ?? '')?.[1]?.split(', ')).to.deep.equal(c.named);
+        });
+        continue;
+      }
+      // A KVM with Hyper-V support: each enlightenment still needs its own capability (checkHypervSupport).
+      it(`--cpu ${c.cpu}: boots with the Hyper-V leaves at 0x40000000 and KVM's at 0x40000100, or is refused naming the capability it lacks`, async () => {
+        let refusal: string | undefined;
+        try {
+          await planFor(c.cpu);
+        } catch (err) {
+          if (!(err instanceof ConfigError)) throw err;
+          refusal = err.message;
+        }
+        if (refusal !== undefined) {
+          const lines = await refusedRun('cpuid_dump.elf', ['--cpu', c.cpu]);
+          expect(lines, lines.join('\n')).to.have.lengthOf(1);
+          expect(lines[0]?.startsWith(`tsvmm: ${refusal}`), lines.join('\n')).to.equal(true);
+          return;
+        }
+        const b = await bootTsvmm('cpuid_dump.elf', c.cpu);
+        expectTapPass(b.run);
+        expect(signature(guestLeaf(b.guest, 0, 0x40000000).slice(1)), '0x40000000').to.equal('Microsoft Hv');
+        expect(signature(guestLeaf(b.guest, 0, 0x40000100).slice(1)), '0x40000100').to.equal('KVMKVMKVM\0\0\0');
       });
     }
   });
