@@ -35,6 +35,7 @@
 import { access, realpath } from 'node:fs/promises';
 import path from 'node:path';
 import {
+  AsyncRwLock,
   BlockFormatError,
   BlockOptionError,
   BlockUnsupportedError,
@@ -53,7 +54,6 @@ import {
 import { vhdxChecksum } from './crc32c.js';
 import { type Guid, guidEquals, guidIsZero, guidToString, newGuid, ZERO_GUID } from './guid.js';
 import { type ActiveSequence, buildLogEntry, checkReplayTarget, findActiveSequence, type LogWrite, maxSectorsPerEntry } from './log.js';
-import { AsyncMutex } from './mutex.js';
 import {
   BAT_REGION_GUID,
   FILE_PARAMETERS_GUID,
@@ -160,7 +160,8 @@ export interface VhdxOpenContext {
 
 export class VhdxDevice implements BlockDevice {
   readonly format = 'vhdx';
-  private readonly meta = new AsyncMutex();
+  /** metadata updates (block allocation, bitmap bits, the flush write-back) run one at a time; data I/O stays concurrent */
+  private readonly meta = new AsyncRwLock();
   private readonly ratio: number;
   private readonly batView: DataView;
   private readonly dirtyBatSectors = new Set<number>();
@@ -385,7 +386,7 @@ export class VhdxDevice implements BlockDevice {
   /** 2.2.2: new FileWriteGuid/DataWriteGuid and a LogGuid before the first modification. */
   private async startSession(): Promise<void> {
     if (this.sessionStarted) return;
-    await this.meta.run(async () => {
+    await this.meta.withExclusive(async () => {
       if (this.sessionStarted) return;
       const next: VhdxHeader = { ...this.header, fileWriteGuid: newGuid(), dataWriteGuid: newGuid(), logGuid: newGuid() };
       ({ header: this.header, slot: this.headerSlot } = await writeHeaderPair(this.file, next, this.headerSlot));
@@ -418,7 +419,7 @@ export class VhdxDevice implements BlockDevice {
       await this.file.write(first.offset + inBlock, data);
       return;
     }
-    await this.meta.run(async () => {
+    await this.meta.withExclusive(async () => {
       const { state, offset } = this.payloadEntry(blockIndex);
       if (state === PayloadState.FullyPresent) {
         await this.file.write(offset + inBlock, data);
@@ -467,7 +468,7 @@ export class VhdxDevice implements BlockDevice {
       await this.file.datasync();
       return;
     }
-    await this.meta.run(() => this.writeBackMetadata());
+    await this.meta.withExclusive(() => this.writeBackMetadata());
   }
 
   private async writeBackMetadata(): Promise<void> {
@@ -540,7 +541,7 @@ export class VhdxDevice implements BlockDevice {
     if (writeRest && offset < firstWhole * bs) rest.push([offset, firstWhole * bs - offset]);
     await this.startSession();
     const punches: Array<[number, number]> = [];
-    await this.meta.run(async () => {
+    await this.meta.withExclusive(async () => {
       for (let b = firstWhole; b < lastWholeEnd; b++) {
         const { state, offset: at } = this.payloadEntry(b);
         if (state === PayloadState.Zero) continue;
@@ -696,7 +697,7 @@ export class VhdxDevice implements BlockDevice {
     const itemOffset = this.regions.virtualDiskSizeItemOffset;
     if (itemOffset === undefined) throw new BlockUnsupportedError(this.filename, 'resize', 'no virtual disk size metadata item to update');
     await this.startSession();
-    await this.meta.run(async () => {
+    await this.meta.withExclusive(async () => {
       const bs = this.params.blockSize;
       const oldBlocks = Math.ceil(this.size / bs);
       // The partial last block may hold stale data past the old end: it must read as zero.
@@ -736,7 +737,7 @@ export class VhdxDevice implements BlockDevice {
     try {
       if (!this.readOnly && this.sessionStarted) {
         await this.flush();
-        await this.meta.run(async () => {
+        await this.meta.withExclusive(async () => {
           ({ header: this.header, slot: this.headerSlot } = await writeHeaderPair(this.file, { ...this.header, logGuid: ZERO_GUID }, this.headerSlot));
         });
       }

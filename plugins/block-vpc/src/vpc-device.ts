@@ -23,6 +23,7 @@
 import { access, realpath } from 'node:fs/promises';
 import path from 'node:path';
 import {
+  AsyncRwLock,
   BlockFormatError,
   BlockOptionError,
   BlockUnsupportedError,
@@ -37,7 +38,6 @@ import {
   type WriteOptions,
   type WriteZeroesOptions,
 } from '@tsvmm/block';
-import { AsyncMutex } from './mutex.js';
 import {
   BAT_UNUSED,
   CHS_MAX,
@@ -98,7 +98,8 @@ export interface VpcOpenContext {
 export class VpcDevice implements BlockDevice {
   readonly format = 'vpc';
   readonly alignment = SECTOR;
-  private readonly meta = new AsyncMutex();
+  /** metadata updates (block allocation, bitmap bits, the flush write-back) run one at a time; data I/O stays concurrent */
+  private readonly meta = new AsyncRwLock();
   private closed = false;
 
   private constructor(
@@ -272,7 +273,7 @@ export class VpcDevice implements BlockDevice {
         return;
       }
     }
-    await this.meta.run(async () => {
+    await this.meta.withExclusive(async () => {
       let e = dyn.bat[blockIndex] ?? BAT_UNUSED;
       if (e === BAT_UNUSED) e = await this.allocateBlock(dyn, blockIndex);
       const bm = await this.bitmap(dyn, blockIndex);
@@ -330,7 +331,7 @@ export class VpcDevice implements BlockDevice {
       await this.file.datasync();
       return;
     }
-    await this.meta.run(async () => {
+    await this.meta.withExclusive(async () => {
       await this.file.datasync();
       for (const [blockIndex, bm] of dyn.dirtyBitmaps) {
         const entry = dyn.bat[blockIndex] ?? BAT_UNUSED;
@@ -483,7 +484,7 @@ export class VpcDevice implements BlockDevice {
         );
       }
       await this.flush();
-      await this.meta.run(async () => {
+      await this.meta.withExclusive(async () => {
         const bytes = serializeFooter(next);
         await this.file.write(0, bytes);
         await this.file.write(this.dyn?.freeDataBlockOffset ?? 0, bytes);
