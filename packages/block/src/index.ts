@@ -10,3 +10,4 @@ export * from './request.js';
 export * from './rw-lock.js';
 export { blockNative, type BlockNativeBinding } from './native.js';
 export { runImg, compareDevices, copyImage, collectMap, type ImgIo, type ImgOutput } from './img/index.js';
+export * from './differencing.js';

@@ -32,8 +32,6 @@
  * PAYLOAD_BLOCK_ZERO and their host space is punched; partial blocks and
  * fixed files (LeaveBlockAllocated) are left as they are (a no-op).
  */
-import { access, realpath } from 'node:fs/promises';
-import path from 'node:path';
 import {
   AsyncRwLock,
   BlockFormatError,
@@ -43,6 +41,8 @@ import {
   LruCache,
   checkRequest,
   checkWritable,
+  openFirstParentCandidate,
+  resolveParentCandidate,
   type BlockDevice,
   type BlockOpenOptions,
   type BlockStatusExtent,
@@ -106,7 +106,6 @@ const MAX_LOG_LENGTH = 256 * MiB;
 /** The BAT is held in memory; refuse absurd sizes from a damaged region table. */
 const MAX_BAT_BYTES = 1024 * MiB;
 const MAX_PARENT_LOCATOR = 64 * 1024;
-const MAX_CHAIN_DEPTH = 256;
 /** Sector bitmap blocks (1 MiB each) cached for reading differencing files. */
 const BITMAP_CACHE_ENTRIES = 8;
 /** Copy-on-write works through the block in pieces this big. */
@@ -1079,15 +1078,6 @@ function validateBat(name: string, bat: Uint8Array, entries: number, params: Vhd
   return end;
 }
 
-async function exists(p: string): Promise<boolean> {
-  try {
-    await access(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** 2.6.2.6.3: try relative_path, volume_path, absolute_win32_path; check parent_linkage against the parent's DataWriteGuid. */
 async function openParent(
   name: string,
@@ -1096,7 +1086,6 @@ async function openParent(
   ctx: VhdxOpenContext,
 ): Promise<{ parent: BlockDevice; parentFilename: string }> {
   if (locator === undefined) throw new BlockFormatError(name, 'parent locator', 'missing');
-  const dir = path.dirname(name);
   const candidates: string[] = [];
   for (const key of ['relative_path', 'volume_path', 'absolute_win32_path']) {
     const v = locator.get(key);
@@ -1108,46 +1097,32 @@ async function openParent(
     if (!candidates.includes(p)) candidates.push(p);
   }
   const linkages = [locator.get('parent_linkage'), locator.get('parent_linkage2')].filter((x): x is string => x !== undefined).map((s) => s.replace(/[{}]/g, '').toLowerCase());
-  for (const cand of candidates) {
-    const resolved = path.isAbsolute(cand) ? cand : path.join(dir, cand);
-    if (!(await exists(resolved))) continue;
-    let parent: BlockDevice;
-    if (opts.openBacking !== undefined) {
-      parent = await opts.openBacking(cand, 'vhdx', true);
-    } else {
-      const chain = ctx.chain ?? [];
-      const self = await realpathOr(name);
-      const real = await realpathOr(resolved);
-      if (real === self || chain.includes(real)) {
-        throw new BlockFormatError(name, 'parent locator', `parent chain loops back to ${resolved}: ${[...chain, self, real].join(' -> ')}`);
-      }
-      if (chain.length >= MAX_CHAIN_DEPTH) throw new BlockFormatError(name, 'parent locator', `parent chain is deeper than ${MAX_CHAIN_DEPTH} images`);
-      parent = await VhdxDevice.open({ filename: resolved, readOnly: true }, { chain: [...chain, self] });
-    }
-    if (parent instanceof VhdxDevice && !linkages.includes(guidToString(parent.dataWriteGuid).toLowerCase())) {
-      await parent.close();
-      throw new BlockFormatError(
-        name,
-        'parent locator',
-        `parent_linkage {${linkages.join('}, {')}} does not match the DataWriteGuid {${guidToString(parent.dataWriteGuid)}} of ${resolved}`,
-        'the parent was modified after this differencing file was created; its data no longer applies',
-      );
-    }
-    return { parent, parentFilename: cand };
+  const found = await openFirstParentCandidate({
+    child: name,
+    candidates,
+    format: 'vhdx',
+    openBacking: opts.openBacking,
+    chain: ctx.chain,
+    openDirect: (resolved, chain) => VhdxDevice.open({ filename: resolved, readOnly: true }, { chain }),
+  });
+  if (found === undefined) {
+    throw new BlockFormatError(
+      name,
+      'parent locator',
+      candidates.length === 0 ? 'names no parent path usable on this host' : `no parent found; tried ${candidates.map((c) => resolveParentCandidate(name, c)).join(', ')}`,
+      'put the parent image where relative_path points',
+    );
   }
-  throw new BlockFormatError(
-    name,
-    'parent locator',
-    candidates.length === 0 ? 'names no parent path usable on this host' : `no parent found; tried ${candidates.map((c) => (path.isAbsolute(c) ? c : path.join(dir, c))).join(', ')}`,
-    'put the parent image where relative_path points',
-  );
-}
-
-async function realpathOr(p: string): Promise<string> {
-  try {
-    return await realpath(p);
-  } catch {
-    return path.resolve(p);
+  const { parent, parentFilename, resolved } = found;
+  if (parent instanceof VhdxDevice && !linkages.includes(guidToString(parent.dataWriteGuid).toLowerCase())) {
+    await parent.close();
+    throw new BlockFormatError(
+      name,
+      'parent locator',
+      `parent_linkage {${linkages.join('}, {')}} does not match the DataWriteGuid {${guidToString(parent.dataWriteGuid)}} of ${resolved}`,
+      'the parent was modified after this differencing file was created; its data no longer applies',
+    );
   }
+  return { parent, parentFilename };
 }
 

@@ -20,8 +20,6 @@
  * clearing bitmap bits is unsafe because QEMU ignores bitmaps of dynamic disks
  * and would read whatever the data area holds.
  */
-import { access, realpath } from 'node:fs/promises';
-import path from 'node:path';
 import {
   AsyncRwLock,
   BlockFormatError,
@@ -31,6 +29,8 @@ import {
   LruCache,
   checkRequest,
   checkWritable,
+  openFirstParentCandidate,
+  resolveParentCandidate,
   type BlockDevice,
   type BlockOpenOptions,
   type BlockStatusExtent,
@@ -71,7 +71,6 @@ const BITMAP_CACHE_ENTRIES = 4096;
 const MAX_DIRTY_BITMAPS = 1024;
 /** Parent locator data longer than this is not a path. */
 const MAX_LOCATOR_BYTES = 64 * 1024;
-const MAX_CHAIN_DEPTH = 256;
 
 interface DynamicState {
   header: DynamicHeader;
@@ -702,15 +701,6 @@ export async function parentCandidates(file: ImageFile, fileSize: number, header
   return out;
 }
 
-async function exists(p: string): Promise<boolean> {
-  try {
-    await access(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 async function openParent(
   file: ImageFile,
   fileSize: number,
@@ -720,53 +710,35 @@ async function openParent(
 ): Promise<{ parent: BlockDevice; parentFilename: string }> {
   const name = file.filename;
   const candidates = await parentCandidates(file, fileSize, header);
-  const dir = path.dirname(name);
-  for (const cand of candidates) {
-    const resolved = path.isAbsolute(cand) ? cand : path.join(dir, cand);
-    if (!(await exists(resolved))) continue;
-    let parent: BlockDevice;
-    if (opts.openBacking !== undefined) {
-      parent = await opts.openBacking(cand, 'vpc', true);
-    } else {
-      // No registry: open the parent ourselves, guarding against loops.
-      const chain = ctx.chain ?? [];
-      const self = await realpathOf(name);
-      const real = await realpathOf(resolved);
-      if (real === self || chain.includes(real)) {
-        throw new BlockFormatError(name, 'parent locator', `parent chain loops back to ${resolved}: ${[...chain, self, real].join(' -> ')}`);
-      }
-      if (chain.length >= MAX_CHAIN_DEPTH) {
-        throw new BlockFormatError(name, 'parent locator', `parent chain is deeper than ${MAX_CHAIN_DEPTH} images`);
-      }
-      parent = await VpcDevice.open({ filename: resolved, readOnly: true }, { chain: [...chain, self] });
-    }
-    if (parent instanceof VpcDevice && !sameId(parent.uniqueId, header.parentUniqueId)) {
-      await parent.close();
-      throw new BlockFormatError(
-        name,
-        'dynamic disk header',
-        `parent unique id ${hex(header.parentUniqueId)} does not match ${resolved} (unique id ${hex(parent.uniqueId)})`,
-        'the parent was replaced or modified; this differencing disk no longer applies to it',
-      );
-    }
-    return { parent, parentFilename: cand };
+  const found = await openFirstParentCandidate({
+    child: name,
+    candidates,
+    format: 'vpc',
+    openBacking: opts.openBacking,
+    chain: ctx.chain,
+    openDirect: (resolved, chain) => VpcDevice.open({ filename: resolved, readOnly: true }, { chain }),
+  });
+  if (found === undefined) {
+    throw new BlockFormatError(
+      name,
+      'parent locator',
+      candidates.length === 0
+        ? 'differencing disk names no parent'
+        : `no parent found; tried ${candidates.map((c) => resolveParentCandidate(name, c)).join(', ')}`,
+      'put the parent image next to the differencing disk',
+    );
   }
-  throw new BlockFormatError(
-    name,
-    'parent locator',
-    candidates.length === 0
-      ? 'differencing disk names no parent'
-      : `no parent found; tried ${candidates.map((c) => (path.isAbsolute(c) ? c : path.join(dir, c))).join(', ')}`,
-    'put the parent image next to the differencing disk',
-  );
-}
-
-async function realpathOf(p: string): Promise<string> {
-  try {
-    return await realpath(p);
-  } catch {
-    return path.resolve(p);
+  const { parent, parentFilename, resolved } = found;
+  if (parent instanceof VpcDevice && !sameId(parent.uniqueId, header.parentUniqueId)) {
+    await parent.close();
+    throw new BlockFormatError(
+      name,
+      'dynamic disk header',
+      `parent unique id ${hex(header.parentUniqueId)} does not match ${resolved} (unique id ${hex(parent.uniqueId)})`,
+      'the parent was replaced or modified; this differencing disk no longer applies to it',
+    );
   }
+  return { parent, parentFilename };
 }
 
 function sameId(a: Uint8Array, b: Uint8Array): boolean {
