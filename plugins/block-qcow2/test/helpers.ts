@@ -1,40 +1,16 @@
 /**
- * Test helpers: the qemu-img / qemu-io peer (Debian package qemu-utils; a
- * missing tool fails the test naming the package), scratch directories, a
- * seeded PRNG, file hashes, and runImg with captured output.
+ * Test helpers of the qcow2 tests: their registry, qemu-img check/compare,
+ * a qcow2 scratch directory, the xorshift32 PRNG their seeds drive (another
+ * generator would change every generated case), and runImg with captured
+ * output. The qemu-utils peer and file hashes are @tsvmm/block/testing's.
  */
-import { spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { BlockDriverRegistry, runImg } from '@tsvmm/block';
+import { qemu, scratchDir, type ScratchDir } from '@tsvmm/block/testing';
 import { rawDriver } from '@tsvmm/plugin-block-raw';
 import { qcow2Driver } from '../src/index.js';
 
 export function registry(): BlockDriverRegistry {
   return new BlockDriverRegistry([rawDriver, qcow2Driver]);
-}
-
-export interface ToolResult {
-  status: number;
-  stdout: string;
-  stderr: string;
-}
-
-export function qemu(tool: 'qemu-img' | 'qemu-io', args: string[], opts: { allowFail?: boolean } = {}): ToolResult {
-  const r = spawnSync(tool, args, { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 });
-  if (r.error !== undefined) {
-    if ((r.error as NodeJS.ErrnoException).code === 'ENOENT') {
-      throw new Error(`${tool} not found: install the Debian package qemu-utils (apt-get install qemu-utils); the qcow2 interoperability tests need it`);
-    }
-    throw r.error;
-  }
-  const res = { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
-  if (res.status !== 0 && !opts.allowFail) {
-    throw new Error(`${tool} ${args.join(' ')} exited ${res.status}: ${res.stderr}${res.stdout}`);
-  }
-  return res;
 }
 
 /** qemu-img check must find no corruption and no leak. */
@@ -48,17 +24,8 @@ export function qemuCompare(a: string, b: string, fa = 'qcow2', fb = 'raw'): voi
   if (r.status !== 0) throw new Error(`qemu-img compare ${a} ${b} exited ${r.status}: ${r.stdout}${r.stderr}`);
 }
 
-export function scratch(): { dir: string; file(name: string): string; cleanup(): void } {
-  const dir = mkdtempSync(path.join(tmpdir(), 'tsvmm-qcow2-'));
-  return {
-    dir,
-    file: (name) => path.join(dir, name),
-    cleanup: () => rmSync(dir, { recursive: true, force: true }),
-  };
-}
-
-export function sha256(file: string): string {
-  return createHash('sha256').update(readFileSync(file)).digest('hex');
+export function scratch(): ScratchDir {
+  return scratchDir('qcow2');
 }
 
 /** xorshift32: reproducible "random" test data and offsets. */
@@ -101,3 +68,5 @@ export async function img(args: string[]): Promise<{ code: number; out: string; 
   });
   return { code, out, err };
 }
+
+export { qemu, sha256 } from '@tsvmm/block/testing';

@@ -3,7 +3,7 @@ import { expect } from 'chai';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { BlockDriverRegistry, type BlockDevice } from '@tsvmm/block';
 import { VhdxDevice, createVhdx, crc32c, vhdxDriver } from '../src/index.js';
-import { prng, qemu, qemuImgJson, scratchDir } from './helpers.js';
+import { prng, qemu, qemuImgJson, scratchDir } from '@tsvmm/block/testing';
 
 const MiB = 1024 * 1024;
 

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { BlockFormatError } from '@tsvmm/block';
 import { VhdxDevice, createVhdx, vhdx, vhdxGuid, vhdxLog } from '../src/index.js';
 import { recordPattern } from './vhdx-crash-writer.js';
-import { patch, qemu, scratchDir, sha256 } from './helpers.js';
+import { patch, qemu, scratchDir, sha256 } from '@tsvmm/block/testing';
 
 const MiB = 1024 * 1024;
 const here = path.dirname(fileURLToPath(import.meta.url));

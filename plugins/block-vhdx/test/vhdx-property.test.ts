@@ -3,22 +3,14 @@ import { expect } from 'chai';
 import { writeFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { BlockDriverRegistry, type BlockDevice } from '@tsvmm/block';
+import { applyBlockOps, qemu, scratchDir, writeParentWithHoles, type BlockOp } from '@tsvmm/block/testing';
 import { createVhdx, vhdxDriver } from '../src/index.js';
-import { prng, qemu, scratchDir } from './helpers.js';
 
 const KiB = 1024;
 
-type Op =
-  | { op: 'write'; off: number; len: number; seed: number }
-  | { op: 'zero'; off: number; len: number }
-  | { op: 'discard'; off: number; len: number }
-  | { op: 'unmap'; off: number; len: number }
-  | { op: 'flush' }
-  | { op: 'reopen' };
-
 const SIZE = 7 * 1024 * KiB + 512;
 const range = { off: fc.integer({ min: 0, max: SIZE - 1 }), len: fc.integer({ min: 1, max: 3 * 1024 * KiB }) };
-const opArb: fc.Arbitrary<Op> = fc.oneof(
+const opArb: fc.Arbitrary<BlockOp> = fc.oneof(
   { weight: 6, arbitrary: fc.record({ op: fc.constant('write' as const), ...range, seed: fc.integer() }) },
   { weight: 2, arbitrary: fc.record({ op: fc.constant('zero' as const), ...range }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('discard' as const), ...range }) },
@@ -27,52 +19,26 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ op: fc.constant('reopen' as const) }) },
 );
 
-async function apply(open: () => Promise<BlockDevice>, ops: Op[], model: Uint8Array): Promise<void> {
-  let dev = await open();
-  try {
-    for (const o of ops) {
-      if (o.op === 'flush') {
-        await dev.flush();
-        continue;
-      }
-      if (o.op === 'reopen') {
-        await dev.close();
-        dev = await open();
-        continue;
-      }
-      const off = Math.min(o.off, dev.size - 1);
-      const len = Math.min(o.len, dev.size - off);
-      if (o.op === 'write') {
-        const data = prng(o.seed).bytes(len);
-        await dev.write(off, data);
-        model.set(data, off);
-      } else if (o.op === 'zero' || o.op === 'unmap') {
-        await dev.writeZeroes(off, len, { mayUnmap: o.op === 'unmap' });
-        model.fill(0, off, off + len);
-      } else {
-        // whole blocks become zero, the rest is untouched: follow what reads return
-        await dev.discard(off, len);
-        const now = new Uint8Array(len);
-        await dev.read(off, now);
-        const bs = 1024 * KiB;
-        let bad = -1;
-        for (let i = 0; i < len && bad < 0; i++) {
-          if (now[i] === model[off + i]) continue;
-          const p = off + i;
-          const blockStart = p - (p % bs);
-          const whole = blockStart >= off && Math.min(blockStart + bs, dev.size) <= off + len;
-          if (!whole || now[i] !== 0) bad = p;
-        }
-        expect(bad, 'discard changed a byte outside a whole block').to.equal(-1);
-        model.set(now, off);
-      }
-    }
-    const out = new Uint8Array(dev.size);
-    await dev.read(0, out);
-    expect(Buffer.compare(out, model), 'tsvmm reads back the model').to.equal(0);
-  } finally {
-    await dev.close();
+/** vhdx discard: whole blocks become zero, the rest is untouched; the model follows what reads return. */
+async function discardWholeBlocks(dev: BlockDevice, off: number, len: number, model: Uint8Array): Promise<void> {
+  await dev.discard(off, len);
+  const now = new Uint8Array(len);
+  await dev.read(off, now);
+  const bs = 1024 * KiB;
+  let bad = -1;
+  for (let i = 0; i < len && bad < 0; i++) {
+    if (now[i] === model[off + i]) continue;
+    const p = off + i;
+    const blockStart = p - (p % bs);
+    const whole = blockStart >= off && Math.min(blockStart + bs, dev.size) <= off + len;
+    if (!whole || now[i] !== 0) bad = p;
   }
+  expect(bad, 'discard changed a byte outside a whole block').to.equal(-1);
+  model.set(now, off);
+}
+
+function apply(open: () => Promise<BlockDevice>, ops: BlockOp[], model: Uint8Array): Promise<void> {
+  return applyBlockOps(open, ops, model, discardWholeBlocks);
 }
 
 describe('vhdx: random operation sequences match an in-memory model (fast-check)', function () {
@@ -117,13 +83,7 @@ describe('vhdx: random operation sequences match an in-memory model (fast-check)
     try {
       await createVhdx({ filename: s.file('base.vhdx'), size: SIZE, options: { block_size: '1M' } });
       const base = await registry.openImage(s.file('base.vhdx'));
-      const baseContent = prng(99).bytes(base.size);
-      // leave holes in the parent: only every other 64 KiB is written
-      for (let off = 0; off < base.size; off += 128 * KiB) {
-        await base.write(off, baseContent.subarray(off, Math.min(off + 64 * KiB, base.size)));
-      }
-      const parentModel = new Uint8Array(base.size);
-      await base.read(0, parentModel);
+      const parentModel = await writeParentWithHoles(base, 99);
       await base.close();
       await fc.assert(
         fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 25 }), async (ops) => {

@@ -1,21 +1,12 @@
 /// <reference types="mocha" />
 import { expect } from 'chai';
-import { copyFileSync, openSync, closeSync, readFileSync, renameSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import { copyFileSync, readFileSync, renameSync, truncateSync, writeFileSync } from 'node:fs';
 import fc from 'fast-check';
-import { BlockDriverRegistry, BlockError, BlockFormatError } from '@tsvmm/block';
+import { BlockDriverRegistry, BlockFormatError } from '@tsvmm/block';
+import { expectConsistentOrBlockError, expectOpenFormatError, patch, scratchDir, sha256, type OpenReadOnly } from '@tsvmm/block/testing';
 import { VpcDevice, createVpc, vpcDriver, vhd } from '../src/index.js';
-import { scratchDir, sha256 } from './helpers.js';
 
 const MiB = 1024 * 1024;
-
-function patch(file: string, offset: number, bytes: Uint8Array): void {
-  const fd = openSync(file, 'r+');
-  try {
-    writeSync(fd, bytes, 0, bytes.length, offset);
-  } finally {
-    closeSync(fd);
-  }
-}
 
 function be32(v: number): Uint8Array {
   const b = new Uint8Array(4);
@@ -31,22 +22,10 @@ function editHeader(file: string, edit: (h: vhd.DynamicHeader) => void): void {
   patch(file, 512, vhd.serializeDynamicHeader(h));
 }
 
-async function expectOpenError(file: string, structure: RegExp | string, detail: RegExp, blamed = file): Promise<BlockFormatError> {
-  const before = sha256(file);
-  let err: unknown;
-  try {
-    const d = await VpcDevice.open({ filename: file, readOnly: true });
-    await d.close();
-  } catch (e) {
-    err = e;
-  }
-  expect(sha256(file), 'a read-only open must not modify the image').to.equal(before);
-  expect(err, 'open should fail').to.be.instanceOf(BlockFormatError);
-  const fe = err as BlockFormatError;
-  expect(fe.filename).to.equal(blamed);
-  expect(fe.structure).to.match(typeof structure === 'string' ? new RegExp(structure) : structure);
-  expect(fe.message).to.match(detail);
-  return fe;
+const openVpc: OpenReadOnly = (file) => VpcDevice.open({ filename: file, readOnly: true });
+
+function expectOpenError(file: string, structure: RegExp | string, detail: RegExp, blamed = file): Promise<BlockFormatError> {
+  return expectOpenFormatError(openVpc, file, structure, detail, blamed);
 }
 
 describe('vpc: corrupted images give clear errors and are never modified', function () {
@@ -199,24 +178,7 @@ describe('vpc: corrupted images give clear errors and are never modified', funct
           new DataView(foot.buffer, foot.byteOffset).setUint32(vhd.FOOTER_CHECKSUM_OFFSET, vhd.vhdChecksum(foot, vhd.FOOTER_CHECKSUM_OFFSET));
         }
         writeFileSync(f, buf);
-        const before = sha256(f);
-        try {
-          const d = await VpcDevice.open({ filename: f, readOnly: true });
-          try {
-            const out = new Uint8Array(Math.min(d.size, 4 * MiB));
-            await d.read(0, out);
-            for (let off = 0; off < out.length; ) {
-              const st = await d.blockStatus(off, out.length - off);
-              expect(st.length).to.be.greaterThan(0);
-              off += st.length;
-            }
-          } finally {
-            await d.close();
-          }
-        } catch (e) {
-          if (!(e instanceof BlockError)) throw e;
-        }
-        expect(sha256(f)).to.equal(before);
+        await expectConsistentOrBlockError(openVpc, f);
       }),
       { numRuns: 150, seed: 4242 },
     );
