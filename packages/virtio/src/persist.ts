@@ -6,7 +6,7 @@
  * implements Device.quiesce/unquiesce with VirtioCommon's, so requests in
  * flight land in guest RAM and the used rings before the state is taken.
  */
-import { parseDeviceState } from '@tsvmm/core';
+import { checkStateVersion, parseDeviceState } from '@tsvmm/core';
 import { z } from 'zod';
 import type { VirtioCommon } from './common.js';
 import type { VirtioPciTransport } from './pci-transport.js';
@@ -26,4 +26,46 @@ export function loadVirtioPciState<I, L>(pci: VirtioPciTransport<I, L>, virtio: 
   pci.loadState(s.transport, subject);
   virtio.loadState(s.virtio, subject);
   return s.device;
+}
+
+/**
+ * A realized virtio device on its PCI transport, as a device plugin holds it:
+ * reset together, saved and restored as virtio-pci state version 1,
+ * quiesced through VirtioCommon, and on close the transport released before
+ * the data plane stops.
+ */
+export class VirtioPciDevice<I, L> {
+  constructor(
+    readonly virtio: VirtioCommon<I, L>,
+    readonly pci: VirtioPciTransport<I, L>,
+  ) {}
+
+  reset(): void {
+    this.pci.reset();
+    this.virtio.reset();
+  }
+
+  /** `device`: the device's own part of the state, if it has one. */
+  saveState(device?: unknown): unknown {
+    return saveVirtioPciState(this.pci, this.virtio, device);
+  }
+
+  /** Checks the version, restores transport and virtio state; returns the device's own part. */
+  loadState(version: number, state: unknown, subject: string): unknown {
+    checkStateVersion(version, [VIRTIO_PCI_STATE_VERSION], subject);
+    return loadVirtioPciState(this.pci, this.virtio, state, subject);
+  }
+
+  quiesce(): Promise<void> {
+    return this.virtio.quiesce();
+  }
+
+  unquiesce(): void {
+    this.virtio.unquiesce();
+  }
+
+  async close(): Promise<void> {
+    this.pci.release();
+    await this.virtio.close();
+  }
 }

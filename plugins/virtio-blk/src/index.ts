@@ -21,7 +21,7 @@
  * (the data plane never passes the main thread's throttle filter).
  */
 import { z } from 'zod';
-import { checkStateVersion, ConfigError, defineDeviceType, devicePlugin, prop, type Device, type DeviceContext, type DriveSpec, type PluginManifest } from '@tsvmm/core';
+import { ConfigError, defineDeviceType, devicePlugin, prop, type Device, type DeviceContext, type DriveSpec, type PluginManifest } from '@tsvmm/core';
 import { BlockDriverRegistry } from '@tsvmm/block';
 import { assertThrottlable, parseThrottleOptions, ThrottleConfigError, ThrottleError } from '@tsvmm/block/throttle';
 import { pciDeviceProperties } from '@tsvmm/pci';
@@ -29,10 +29,9 @@ import {
   VIRTIO_ID_BLOCK,
   VIRTIO_PCI_STATE_VERSION,
   VirtioCommon,
+  VirtioPciDevice,
   VirtioPciTransport,
   featureBit,
-  loadVirtioPciState,
-  saveVirtioPciState,
   type VirtioDeviceConfigSpace,
 } from '@tsvmm/virtio';
 import { SECTOR_SIZE, createBlkHandler, type BlkInfo, type BlkInit, type BlkLocal } from './data-plane.js';
@@ -143,8 +142,7 @@ export function blkConfigSpace(fields: {
 
 export class VirtioBlkPci implements Device {
   readonly typeName = 'virtio-blk-pci';
-  private virtio: VirtioCommon<BlkInit, BlkLocal> | undefined;
-  private pci: VirtioPciTransport<BlkInit, BlkLocal> | undefined;
+  private device: VirtioPciDevice<BlkInit, BlkLocal> | undefined;
   private info: BlkInfo | undefined;
   private drive: BlkDriveOptions | undefined;
 
@@ -217,8 +215,7 @@ export class VirtioBlkPci implements Device {
       addr: p.addr,
       multifunction: p.multifunction,
     });
-    this.virtio = virtio;
-    this.pci = pci;
+    this.device = new VirtioPciDevice(virtio, pci);
     try {
       const info = (await virtio.start(pci)) as BlkInfo;
       this.info = info;
@@ -248,46 +245,39 @@ export class VirtioBlkPci implements Device {
   }
 
   reset(): void {
-    this.pci?.reset();
-    this.virtio?.reset();
+    this.device?.reset();
   }
 
   // --- persistence (migration, snapshots): virtio-pci state, version 1 --------------------
 
   readonly stateVersion = VIRTIO_PCI_STATE_VERSION;
 
-  private realized(): { pci: VirtioPciTransport<BlkInit, BlkLocal>; virtio: VirtioCommon<BlkInit, BlkLocal> } {
-    if (this.pci === undefined || this.virtio === undefined) throw new Error(`${this.id} is not realized`);
-    return { pci: this.pci, virtio: this.virtio };
+  private realized(): VirtioPciDevice<BlkInit, BlkLocal> {
+    if (this.device === undefined) throw new Error(`${this.id} is not realized`);
+    return this.device;
   }
 
   saveState(): unknown {
-    const { pci, virtio } = this.realized();
-    return saveVirtioPciState(pci, virtio);
+    return this.realized().saveState();
   }
 
   loadState(version: number, state: unknown): void {
-    const subject = `virtio-blk '${this.id}'`;
-    checkStateVersion(version, [VIRTIO_PCI_STATE_VERSION], subject);
-    const { pci, virtio } = this.realized();
-    loadVirtioPciState(pci, virtio, state, subject);
+    this.realized().loadState(version, state, `virtio-blk '${this.id}'`);
   }
 
   /** Requests in flight finish into guest RAM and the used rings before the state is taken. */
   async quiesce(): Promise<void> {
-    await this.virtio?.quiesce();
+    await this.device?.quiesce();
   }
 
   unquiesce(): void {
-    this.virtio?.unquiesce();
+    this.device?.unquiesce();
   }
 
   async unrealize(): Promise<void> {
-    this.pci?.release();
-    this.pci = undefined;
-    const v = this.virtio;
-    this.virtio = undefined;
-    await v?.close();
+    const d = this.device;
+    this.device = undefined;
+    await d?.close();
   }
 
   describe(): Record<string, unknown> {
@@ -295,21 +285,21 @@ export class VirtioBlkPci implements Device {
       drive: this.props.drive,
       'num-queues': this.props['num-queues'],
       'queue-size': this.props['queue-size'],
-      ...(this.virtio?.iothread !== undefined ? { iothread: this.virtio.iothread } : {}),
+      ...(this.device?.virtio.iothread !== undefined ? { iothread: this.device.virtio.iothread } : {}),
       ...(this.info !== undefined ? { size: this.info.size, readonly: this.info.readOnly } : {}),
       ...(this.drive !== undefined ? { discard: this.drive.discard } : {}),
-      ...(this.pci?.location !== undefined ? { addr: this.pci.location } : {}),
+      ...(this.device?.pci.location !== undefined ? { addr: this.device.pci.location } : {}),
     };
   }
 
   /** The virtio state (status, features, last error), for tests and diagnostics. */
   get virtioState(): VirtioCommon<BlkInit, BlkLocal> | undefined {
-    return this.virtio;
+    return this.device?.virtio;
   }
 
   /** The PCI function, once realized (tests drive it like a guest). */
   get pciFunction(): VirtioPciTransport<BlkInit, BlkLocal> | undefined {
-    return this.pci;
+    return this.device?.pci;
   }
 }
 

@@ -13,9 +13,9 @@
  * yet, so use `filename=`.
  */
 import { z } from 'zod';
-import { checkStateVersion, ConfigError, defineDeviceType, devicePlugin, prop, type Device, type DeviceContext } from '@tsvmm/core';
+import { ConfigError, defineDeviceType, devicePlugin, prop, type Device, type DeviceContext } from '@tsvmm/core';
 import { pciDeviceProperties } from '@tsvmm/pci';
-import { VIRTIO_ID_RNG, VIRTIO_PCI_STATE_VERSION, VirtioCommon, VirtioPciTransport, loadVirtioPciState, saveVirtioPciState } from '@tsvmm/virtio';
+import { VIRTIO_ID_RNG, VIRTIO_PCI_STATE_VERSION, VirtioCommon, VirtioPciDevice, VirtioPciTransport } from '@tsvmm/virtio';
 import { createRngHandler, type RngInit, type RngLocal } from './data-plane.js';
 
 /** QEMU's default period: 1 << 16 ms. */
@@ -34,8 +34,7 @@ export type VirtioRngProperties = z.output<typeof virtioRngProperties>;
 
 export class VirtioRngPci implements Device {
   readonly typeName = 'virtio-rng-pci';
-  private virtio: VirtioCommon<RngInit, RngLocal> | undefined;
-  private pci: VirtioPciTransport<RngInit, RngLocal> | undefined;
+  private device: VirtioPciDevice<RngInit, RngLocal> | undefined;
 
   constructor(
     readonly id: string,
@@ -68,8 +67,7 @@ export class VirtioRngPci implements Device {
       addr: this.props.addr,
       multifunction: this.props.multifunction,
     });
-    this.virtio = virtio;
-    this.pci = pci;
+    this.device = new VirtioPciDevice(virtio, pci);
     try {
       await virtio.start(pci);
       pci.attach();
@@ -80,64 +78,57 @@ export class VirtioRngPci implements Device {
   }
 
   reset(): void {
-    this.pci?.reset();
-    this.virtio?.reset();
+    this.device?.reset();
   }
 
   // --- persistence (migration, snapshots): virtio-pci state, version 1 --------------------
 
   readonly stateVersion = VIRTIO_PCI_STATE_VERSION;
 
-  private realized(): { pci: VirtioPciTransport<RngInit, RngLocal>; virtio: VirtioCommon<RngInit, RngLocal> } {
-    if (this.pci === undefined || this.virtio === undefined) throw new Error(`${this.id} is not realized`);
-    return { pci: this.pci, virtio: this.virtio };
+  private realized(): VirtioPciDevice<RngInit, RngLocal> {
+    if (this.device === undefined) throw new Error(`${this.id} is not realized`);
+    return this.device;
   }
 
   saveState(): unknown {
-    const { pci, virtio } = this.realized();
-    return saveVirtioPciState(pci, virtio);
+    return this.realized().saveState();
   }
 
   loadState(version: number, state: unknown): void {
-    const subject = `virtio-rng '${this.id}'`;
-    checkStateVersion(version, [VIRTIO_PCI_STATE_VERSION], subject);
-    const { pci, virtio } = this.realized();
-    loadVirtioPciState(pci, virtio, state, subject);
+    this.realized().loadState(version, state, `virtio-rng '${this.id}'`);
   }
 
   /** Requests in flight (also those waiting for the rate limit) finish before the state is taken. */
   async quiesce(): Promise<void> {
-    await this.virtio?.quiesce();
+    await this.device?.quiesce();
   }
 
   unquiesce(): void {
-    this.virtio?.unquiesce();
+    this.device?.unquiesce();
   }
 
   async unrealize(): Promise<void> {
-    this.pci?.release();
-    this.pci = undefined;
-    const v = this.virtio;
-    this.virtio = undefined;
-    await v?.close();
+    const d = this.device;
+    this.device = undefined;
+    await d?.close();
   }
 
   describe(): Record<string, unknown> {
     return {
       filename: this.props.filename,
       ...(this.props['max-bytes'] !== undefined ? { 'max-bytes': this.props['max-bytes'], period: this.props.period } : {}),
-      ...(this.pci?.location !== undefined ? { addr: this.pci.location } : {}),
+      ...(this.device?.pci.location !== undefined ? { addr: this.device.pci.location } : {}),
     };
   }
 
   /** The virtio state (status, features, last error), for tests and diagnostics. */
   get virtioState(): VirtioCommon<RngInit, RngLocal> | undefined {
-    return this.virtio;
+    return this.device?.virtio;
   }
 
   /** The PCI function, once realized (tests drive it like a guest). */
   get pciFunction(): VirtioPciTransport<RngInit, RngLocal> | undefined {
-    return this.pci;
+    return this.device?.pci;
   }
 }
 
