@@ -81,7 +81,8 @@ function freshDisk(dir: string, name: string): string {
 }
 
 describe('live migration between tsvmm processes (KVM)', function () {
-  this.timeout(180_000);
+  // Generous deadlines: a loaded CI machine slows the rate-limited migrations several times over.
+  this.timeout(600_000);
   let dir: string;
   let client: TsvmmClient;
   let reference: { checksum: string | undefined; disk: Buffer };
@@ -146,8 +147,8 @@ describe('live migration between tsvmm processes (KVM)', function () {
     const progress: unknown[] = [];
     const token = 'mig-xbzrle';
     const sub = client.connection.onProgress(new ProgressType<WorkDoneProgressValue>(), token, (v) => progress.push(v));
-    const running = client.waitForState(dst.vmId, (c) => c.to === 'running' && c.reason === 'migrated', 60_000);
-    const output = client.waitForConsole(dst.vmId, /# checksum 0x[0-9a-f]{8}/, 120_000);
+    const running = client.waitForState(dst.vmId, (c) => c.to === 'running' && c.reason === 'migrated', 300_000);
+    const output = client.waitForConsole(dst.vmId, /# checksum 0x[0-9a-f]{8}/, 300_000);
     // A slow link makes several rounds, so pages go again and XBZRLE has something to encode.
     const status = await migrate(vmId, `tcp:127.0.0.1:${port}`, { strategy: 'xbzrle', maxBandwidth: 4_000_000 }, token);
     sub.dispose();
@@ -159,7 +160,7 @@ describe('live migration between tsvmm processes (KVM)', function () {
     expect(checksumOf(text)).to.equal(reference.checksum);
     const incomingStatus = await client.connection.sendRequest(MigrationStatusRequest.type, { vmId: dst.vmId });
     expect(incomingStatus).to.include({ role: 'destination', status: 'completed' });
-    await client.waitForState(dst.vmId, (c) => c.to === 'shutdown', 60_000);
+    await client.waitForState(dst.vmId, (c) => c.to === 'shutdown', 120_000);
     await client.vmDestroy({ vmId });
     expect(Buffer.compare(fs.readFileSync(disk), reference.disk)).to.equal(0);
     // workDoneProgress: begin, reports, end
