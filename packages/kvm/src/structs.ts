@@ -30,6 +30,9 @@ export class StructBytes {
   u32(off: number): number {
     return this.view.getUint32(off, LE);
   }
+  i32(off: number): number {
+    return this.view.getInt32(off, LE);
+  }
   u64(off: number): bigint {
     return this.view.getBigUint64(off, LE);
   }
@@ -48,6 +51,47 @@ export class StructBytes {
   setU64(off: number, v: bigint): void {
     this.view.setBigUint64(off, BigInt.asUintN(64, v), LE);
   }
+}
+
+/** The C type of a scalar struct field. */
+type FieldType = 'u8' | 'u16' | 'u32' | 'i32' | 'u64';
+/** A struct's scalar fields as the header lays them out: name -> [offset, type]. */
+type StructLayout = Readonly<Record<string, readonly [number, FieldType]>>;
+/** The plain object of a layout's fields: 64-bit ones bigint, the others number. */
+type StructFields<L extends StructLayout> = { -readonly [N in keyof L]: L[N][1] extends 'u64' ? bigint : number };
+
+function offsetsOf<L extends StructLayout>(layout: L): { readonly [N in keyof L]: number } {
+  return Object.fromEntries(Object.entries(layout).map(([name, [off]]) => [name, off])) as { readonly [N in keyof L]: number };
+}
+
+/** Reads the fields of `layout` from the struct at `base`. */
+function readFields<L extends StructLayout>(s: StructBytes, base: number, layout: L): StructFields<L> {
+  const out: Record<string, number | bigint> = {};
+  for (const [name, [off, type]] of Object.entries(layout)) {
+    const at = base + off;
+    out[name] = type === 'u64' ? s.u64(at) : type === 'u32' ? s.u32(at) : type === 'i32' ? s.i32(at) : type === 'u16' ? s.u16(at) : s.u8(at);
+  }
+  return out as StructFields<L>;
+}
+
+/** Writes `values` into the struct at `base` as `layout` places them. */
+function writeFields<L extends StructLayout>(s: StructBytes, base: number, layout: L, values: StructFields<L>): void {
+  for (const [name, [off, type]] of Object.entries(layout)) {
+    const v: number | bigint = values[name as keyof L];
+    const at = base + off;
+    if (type === 'u64') s.setU64(at, BigInt(v));
+    else if (type === 'u32') s.setU32(at, Number(v));
+    else if (type === 'i32') s.setI32(at, Number(v));
+    else if (type === 'u16') s.setU16(at, Number(v));
+    else s.setU8(at, Number(v));
+  }
+}
+
+/** A struct of `size` bytes holding `values` as `layout` places them. */
+function encodeFields<L extends StructLayout>(size: number, layout: L, values: StructFields<L>): Uint8Array {
+  const s = new StructBytes(size);
+  writeFields(s, 0, layout, values);
+  return s.bytes;
 }
 
 // ---- struct kvm_regs (KVM_GET_REGS / KVM_SET_REGS) -------------------------
@@ -144,55 +188,35 @@ export const KVM_SEGMENT_SIZE = 24;
 export const KVM_DTABLE_SIZE = 16;
 export const KVM_SREGS_SIZE = 312;
 const SEGMENTS = ['cs', 'ds', 'es', 'fs', 'gs', 'ss', 'tr', 'ldt'] as const;
+/** The __u64 control registers and MSRs of struct kvm_sregs. */
+const KVM_SREGS_REGISTERS_LAYOUT = {
+  cr0: [224, 'u64'], cr2: [232, 'u64'], cr3: [240, 'u64'], cr4: [248, 'u64'], cr8: [256, 'u64'], efer: [264, 'u64'],
+  apic_base: [272, 'u64'],
+} as const satisfies StructLayout;
 /** Offsets in struct kvm_sregs. */
 export const KVM_SREGS_OFFSETS = {
   cs: 0, ds: 24, es: 48, fs: 72, gs: 96, ss: 120, tr: 144, ldt: 168, gdt: 192, idt: 208,
-  cr0: 224, cr2: 232, cr3: 240, cr4: 248, cr8: 256, efer: 264, apic_base: 272, interrupt_bitmap: 280,
+  ...offsetsOf(KVM_SREGS_REGISTERS_LAYOUT), interrupt_bitmap: 280,
 } as const;
+const KVM_SEGMENT_LAYOUT = {
+  base: [0, 'u64'], limit: [8, 'u32'], selector: [12, 'u16'], type: [14, 'u8'], present: [15, 'u8'], dpl: [16, 'u8'],
+  db: [17, 'u8'], s: [18, 'u8'], l: [19, 'u8'], g: [20, 'u8'], avl: [21, 'u8'], unusable: [22, 'u8'],
+} as const satisfies StructLayout & Record<keyof KvmSegment, unknown>;
 /** Offsets in struct kvm_segment. */
-export const KVM_SEGMENT_OFFSETS = {
-  base: 0, limit: 8, selector: 12, type: 14, present: 15, dpl: 16, db: 17, s: 18, l: 19, g: 20, avl: 21,
-  unusable: 22,
-} as const;
-const SEGMENT_U8_FIELDS = ['type', 'present', 'dpl', 'db', 's', 'l', 'g', 'avl', 'unusable'] as const;
-
-function decodeSegment(s: StructBytes, off: number): KvmSegment {
-  const o = KVM_SEGMENT_OFFSETS;
-  return {
-    base: s.u64(off + o.base),
-    limit: s.u32(off + o.limit),
-    selector: s.u16(off + o.selector),
-    type: s.u8(off + o.type),
-    present: s.u8(off + o.present),
-    dpl: s.u8(off + o.dpl),
-    db: s.u8(off + o.db),
-    s: s.u8(off + o.s),
-    l: s.u8(off + o.l),
-    g: s.u8(off + o.g),
-    avl: s.u8(off + o.avl),
-    unusable: s.u8(off + o.unusable),
-  };
-}
-
-function encodeSegment(s: StructBytes, off: number, seg: KvmSegment): void {
-  const o = KVM_SEGMENT_OFFSETS;
-  s.setU64(off + o.base, seg.base);
-  s.setU32(off + o.limit, seg.limit);
-  s.setU16(off + o.selector, seg.selector);
-  for (const f of SEGMENT_U8_FIELDS) s.setU8(off + o[f], seg[f]);
-}
+export const KVM_SEGMENT_OFFSETS = offsetsOf(KVM_SEGMENT_LAYOUT);
+/** struct kvm_dtable without its padding */
+const KVM_DTABLE_LAYOUT = { base: [0, 'u64'], limit: [8, 'u16'] } as const satisfies StructLayout;
 
 export function decodeSregs(bytes: Uint8Array): KvmSregs {
   const s = new StructBytes(bytes);
   const o = KVM_SREGS_OFFSETS;
-  const seg = (name: (typeof SEGMENTS)[number]): KvmSegment => decodeSegment(s, o[name]);
+  const seg = (name: (typeof SEGMENTS)[number]): KvmSegment => readFields(s, o[name], KVM_SEGMENT_LAYOUT);
   return {
     cs: seg('cs'), ds: seg('ds'), es: seg('es'), fs: seg('fs'), gs: seg('gs'), ss: seg('ss'), tr: seg('tr'),
     ldt: seg('ldt'),
-    gdt: { base: s.u64(o.gdt), limit: s.u16(o.gdt + 8) },
-    idt: { base: s.u64(o.idt), limit: s.u16(o.idt + 8) },
-    cr0: s.u64(o.cr0), cr2: s.u64(o.cr2), cr3: s.u64(o.cr3), cr4: s.u64(o.cr4), cr8: s.u64(o.cr8),
-    efer: s.u64(o.efer), apic_base: s.u64(o.apic_base),
+    gdt: readFields(s, o.gdt, KVM_DTABLE_LAYOUT),
+    idt: readFields(s, o.idt, KVM_DTABLE_LAYOUT),
+    ...readFields(s, 0, KVM_SREGS_REGISTERS_LAYOUT),
     interrupt_bitmap: [
       s.u64(o.interrupt_bitmap), s.u64(o.interrupt_bitmap + 8), s.u64(o.interrupt_bitmap + 16),
       s.u64(o.interrupt_bitmap + 24),
@@ -203,18 +227,10 @@ export function decodeSregs(bytes: Uint8Array): KvmSregs {
 export function encodeSregs(sregs: KvmSregs): Uint8Array {
   const s = new StructBytes(KVM_SREGS_SIZE);
   const o = KVM_SREGS_OFFSETS;
-  for (const name of SEGMENTS) encodeSegment(s, o[name], sregs[name]);
-  s.setU64(o.gdt, sregs.gdt.base);
-  s.setU16(o.gdt + 8, sregs.gdt.limit);
-  s.setU64(o.idt, sregs.idt.base);
-  s.setU16(o.idt + 8, sregs.idt.limit);
-  s.setU64(o.cr0, sregs.cr0);
-  s.setU64(o.cr2, sregs.cr2);
-  s.setU64(o.cr3, sregs.cr3);
-  s.setU64(o.cr4, sregs.cr4);
-  s.setU64(o.cr8, sregs.cr8);
-  s.setU64(o.efer, sregs.efer);
-  s.setU64(o.apic_base, sregs.apic_base);
+  for (const name of SEGMENTS) writeFields(s, o[name], KVM_SEGMENT_LAYOUT, sregs[name]);
+  writeFields(s, o.gdt, KVM_DTABLE_LAYOUT, sregs.gdt);
+  writeFields(s, o.idt, KVM_DTABLE_LAYOUT, sregs.idt);
+  writeFields(s, 0, KVM_SREGS_REGISTERS_LAYOUT, sregs);
   sregs.interrupt_bitmap.forEach((word, i) => s.setU64(o.interrupt_bitmap + i * 8, word));
   return s.bytes;
 }
@@ -236,26 +252,19 @@ export interface KvmFpu {
 }
 
 export const KVM_FPU_SIZE = 416;
-export const KVM_FPU_OFFSETS = {
-  fpr: 0, fcw: 128, fsw: 130, ftwx: 132, last_opcode: 134, last_ip: 136, last_dp: 144, xmm: 152, mxcsr: 408,
-} as const;
+/** The scalar fields of struct kvm_fpu (fpr and xmm are arrays of 16-byte registers). */
+const KVM_FPU_SCALARS_LAYOUT = {
+  fcw: [128, 'u16'], fsw: [130, 'u16'], ftwx: [132, 'u8'], last_opcode: [134, 'u16'], last_ip: [136, 'u64'],
+  last_dp: [144, 'u64'], mxcsr: [408, 'u32'],
+} as const satisfies StructLayout;
+export const KVM_FPU_OFFSETS = { fpr: 0, xmm: 152, ...offsetsOf(KVM_FPU_SCALARS_LAYOUT) } as const;
 
 export function decodeFpu(bytes: Uint8Array): KvmFpu {
   const s = new StructBytes(bytes);
   const o = KVM_FPU_OFFSETS;
   const regs = (off: number, n: number): Uint8Array[] =>
     Array.from({ length: n }, (_, i) => bytes.slice(off + i * 16, off + i * 16 + 16));
-  return {
-    fpr: regs(o.fpr, 8),
-    fcw: s.u16(o.fcw),
-    fsw: s.u16(o.fsw),
-    ftwx: s.u8(o.ftwx),
-    last_opcode: s.u16(o.last_opcode),
-    last_ip: s.u64(o.last_ip),
-    last_dp: s.u64(o.last_dp),
-    xmm: regs(o.xmm, 16),
-    mxcsr: s.u32(o.mxcsr),
-  };
+  return { fpr: regs(o.fpr, 8), xmm: regs(o.xmm, 16), ...readFields(s, 0, KVM_FPU_SCALARS_LAYOUT) };
 }
 
 export function encodeFpu(fpu: KvmFpu): Uint8Array {
@@ -268,14 +277,8 @@ export function encodeFpu(fpu: KvmFpu): Uint8Array {
     regs.forEach((r, i) => s.bytes.set(r, off + i * 16));
   };
   put(o.fpr, fpu.fpr, 8, 'fpr');
-  s.setU16(o.fcw, fpu.fcw);
-  s.setU16(o.fsw, fpu.fsw);
-  s.setU8(o.ftwx, fpu.ftwx);
-  s.setU16(o.last_opcode, fpu.last_opcode);
-  s.setU64(o.last_ip, fpu.last_ip);
-  s.setU64(o.last_dp, fpu.last_dp);
   put(o.xmm, fpu.xmm, 16, 'xmm');
-  s.setU32(o.mxcsr, fpu.mxcsr);
+  writeFields(s, 0, KVM_FPU_SCALARS_LAYOUT, fpu);
   return s.bytes;
 }
 
@@ -334,37 +337,20 @@ export interface KvmCpuidEntry2 {
 
 export const KVM_CPUID2_HEADER = 8;
 export const KVM_CPUID_ENTRY2_SIZE = 40;
+const KVM_CPUID_ENTRY2_LAYOUT = {
+  function: [0, 'u32'], index: [4, 'u32'], flags: [8, 'u32'], eax: [12, 'u32'], ebx: [16, 'u32'], ecx: [20, 'u32'], edx: [24, 'u32'],
+} as const satisfies StructLayout & Record<keyof KvmCpuidEntry2, unknown>;
 
 export function encodeCpuid2(entries: readonly KvmCpuidEntry2[], capacity = entries.length): Uint8Array {
   const s = new StructBytes(KVM_CPUID2_HEADER + capacity * KVM_CPUID_ENTRY2_SIZE);
   s.setU32(0, capacity);
-  entries.forEach((e, i) => {
-    const off = KVM_CPUID2_HEADER + i * KVM_CPUID_ENTRY2_SIZE;
-    s.setU32(off, e.function);
-    s.setU32(off + 4, e.index);
-    s.setU32(off + 8, e.flags);
-    s.setU32(off + 12, e.eax);
-    s.setU32(off + 16, e.ebx);
-    s.setU32(off + 20, e.ecx);
-    s.setU32(off + 24, e.edx);
-  });
+  entries.forEach((e, i) => writeFields(s, KVM_CPUID2_HEADER + i * KVM_CPUID_ENTRY2_SIZE, KVM_CPUID_ENTRY2_LAYOUT, e));
   return s.bytes;
 }
 
 export function decodeCpuid2(bytes: Uint8Array): KvmCpuidEntry2[] {
   const s = new StructBytes(bytes);
-  return Array.from({ length: s.u32(0) }, (_, i) => {
-    const off = KVM_CPUID2_HEADER + i * KVM_CPUID_ENTRY2_SIZE;
-    return {
-      function: s.u32(off),
-      index: s.u32(off + 4),
-      flags: s.u32(off + 8),
-      eax: s.u32(off + 12),
-      ebx: s.u32(off + 16),
-      ecx: s.u32(off + 20),
-      edx: s.u32(off + 24),
-    };
-  });
+  return Array.from({ length: s.u32(0) }, (_, i) => readFields(s, KVM_CPUID2_HEADER + i * KVM_CPUID_ENTRY2_SIZE, KVM_CPUID_ENTRY2_LAYOUT));
 }
 
 // ---- struct kvm_lapic_state, kvm_mp_state ----------------------------------
@@ -391,26 +377,26 @@ export const KVM_VCPU_EVENTS_OFFSETS = {
   exception: 0, interrupt: 8, nmi: 12, sipi_vector: 16, flags: 20, smi: 24, triple_fault: 28,
   exception_has_payload: 55, exception_payload: 56,
 } as const;
+/** The members of struct kvm_vcpu_events, each from its own offset. */
+const VCPU_EVENTS_EXCEPTION = {
+  injected: [0, 'u8'], nr: [1, 'u8'], has_error_code: [2, 'u8'], pending: [3, 'u8'], error_code: [4, 'u32'],
+} as const satisfies StructLayout;
+const VCPU_EVENTS_INTERRUPT = { injected: [0, 'u8'], nr: [1, 'u8'], soft: [2, 'u8'], shadow: [3, 'u8'] } as const satisfies StructLayout;
+const VCPU_EVENTS_NMI = { injected: [0, 'u8'], pending: [1, 'u8'], masked: [2, 'u8'] } as const satisfies StructLayout;
+const VCPU_EVENTS_SMI = { smm: [0, 'u8'], pending: [1, 'u8'], smm_inside_nmi: [2, 'u8'], latched_init: [3, 'u8'] } as const satisfies StructLayout;
+const VCPU_EVENTS_TRIPLE_FAULT = { pending: [0, 'u8'] } as const satisfies StructLayout;
 
 export function decodeVcpuEvents(bytes: Uint8Array): KvmVcpuEvents {
   const s = new StructBytes(bytes);
   const o = KVM_VCPU_EVENTS_OFFSETS;
   return {
-    exception: {
-      injected: s.u8(o.exception), nr: s.u8(o.exception + 1), has_error_code: s.u8(o.exception + 2),
-      pending: s.u8(o.exception + 3), error_code: s.u32(o.exception + 4),
-    },
-    interrupt: {
-      injected: s.u8(o.interrupt), nr: s.u8(o.interrupt + 1), soft: s.u8(o.interrupt + 2),
-      shadow: s.u8(o.interrupt + 3),
-    },
-    nmi: { injected: s.u8(o.nmi), pending: s.u8(o.nmi + 1), masked: s.u8(o.nmi + 2) },
+    exception: readFields(s, o.exception, VCPU_EVENTS_EXCEPTION),
+    interrupt: readFields(s, o.interrupt, VCPU_EVENTS_INTERRUPT),
+    nmi: readFields(s, o.nmi, VCPU_EVENTS_NMI),
     sipi_vector: s.u32(o.sipi_vector),
     flags: s.u32(o.flags),
-    smi: {
-      smm: s.u8(o.smi), pending: s.u8(o.smi + 1), smm_inside_nmi: s.u8(o.smi + 2), latched_init: s.u8(o.smi + 3),
-    },
-    triple_fault: { pending: s.u8(o.triple_fault) },
+    smi: readFields(s, o.smi, VCPU_EVENTS_SMI),
+    triple_fault: readFields(s, o.triple_fault, VCPU_EVENTS_TRIPLE_FAULT),
     exception_has_payload: s.u8(o.exception_has_payload),
     exception_payload: s.u64(o.exception_payload),
   };
@@ -419,25 +405,13 @@ export function decodeVcpuEvents(bytes: Uint8Array): KvmVcpuEvents {
 export function encodeVcpuEvents(ev: KvmVcpuEvents): Uint8Array {
   const s = new StructBytes(KVM_VCPU_EVENTS_SIZE);
   const o = KVM_VCPU_EVENTS_OFFSETS;
-  s.setU8(o.exception, ev.exception.injected);
-  s.setU8(o.exception + 1, ev.exception.nr);
-  s.setU8(o.exception + 2, ev.exception.has_error_code);
-  s.setU8(o.exception + 3, ev.exception.pending);
-  s.setU32(o.exception + 4, ev.exception.error_code);
-  s.setU8(o.interrupt, ev.interrupt.injected);
-  s.setU8(o.interrupt + 1, ev.interrupt.nr);
-  s.setU8(o.interrupt + 2, ev.interrupt.soft);
-  s.setU8(o.interrupt + 3, ev.interrupt.shadow);
-  s.setU8(o.nmi, ev.nmi.injected);
-  s.setU8(o.nmi + 1, ev.nmi.pending);
-  s.setU8(o.nmi + 2, ev.nmi.masked);
+  writeFields(s, o.exception, VCPU_EVENTS_EXCEPTION, ev.exception);
+  writeFields(s, o.interrupt, VCPU_EVENTS_INTERRUPT, ev.interrupt);
+  writeFields(s, o.nmi, VCPU_EVENTS_NMI, ev.nmi);
   s.setU32(o.sipi_vector, ev.sipi_vector);
   s.setU32(o.flags, ev.flags);
-  s.setU8(o.smi, ev.smi.smm);
-  s.setU8(o.smi + 1, ev.smi.pending);
-  s.setU8(o.smi + 2, ev.smi.smm_inside_nmi);
-  s.setU8(o.smi + 3, ev.smi.latched_init);
-  s.setU8(o.triple_fault, ev.triple_fault.pending);
+  writeFields(s, o.smi, VCPU_EVENTS_SMI, ev.smi);
+  writeFields(s, o.triple_fault, VCPU_EVENTS_TRIPLE_FAULT, ev.triple_fault);
   s.setU8(o.exception_has_payload, ev.exception_has_payload);
   s.setU64(o.exception_payload, ev.exception_payload);
   return s.bytes;
@@ -506,19 +480,16 @@ export interface KvmClockData {
 }
 
 export const KVM_CLOCK_DATA_SIZE = 48;
+const KVM_CLOCK_DATA_LAYOUT = {
+  clock: [0, 'u64'], flags: [8, 'u32'], realtime: [16, 'u64'], host_tsc: [24, 'u64'],
+} as const satisfies StructLayout & Record<keyof KvmClockData, unknown>;
 
 export function decodeClockData(bytes: Uint8Array): KvmClockData {
-  const s = new StructBytes(bytes);
-  return { clock: s.u64(0), flags: s.u32(8), realtime: s.u64(16), host_tsc: s.u64(24) };
+  return readFields(new StructBytes(bytes), 0, KVM_CLOCK_DATA_LAYOUT);
 }
 
 export function encodeClockData(c: KvmClockData): Uint8Array {
-  const s = new StructBytes(KVM_CLOCK_DATA_SIZE);
-  s.setU64(0, c.clock);
-  s.setU32(8, c.flags);
-  s.setU64(16, c.realtime);
-  s.setU64(24, c.host_tsc);
-  return s.bytes;
+  return encodeFields(KVM_CLOCK_DATA_SIZE, KVM_CLOCK_DATA_LAYOUT, c);
 }
 
 // ---- struct kvm_irq_routing (KVM_SET_GSI_ROUTING) ---------------------------
@@ -580,14 +551,12 @@ export interface KvmIoeventfd {
   flags: number;
 }
 
+const KVM_IOEVENTFD_LAYOUT = {
+  datamatch: [0, 'u64'], addr: [8, 'u64'], len: [16, 'u32'], fd: [20, 'i32'], flags: [24, 'u32'],
+} as const satisfies StructLayout & Record<keyof KvmIoeventfd, unknown>;
+
 export function encodeIoeventfd(e: KvmIoeventfd): Uint8Array {
-  const s = new StructBytes(64);
-  s.setU64(0, e.datamatch);
-  s.setU64(8, e.addr);
-  s.setU32(16, e.len);
-  s.setI32(20, e.fd);
-  s.setU32(24, e.flags);
-  return s.bytes;
+  return encodeFields(64, KVM_IOEVENTFD_LAYOUT, e);
 }
 
 /** struct kvm_irqfd (KVM_IRQFD) */
@@ -598,13 +567,12 @@ export interface KvmIrqfd {
   resamplefd: number;
 }
 
+const KVM_IRQFD_LAYOUT = {
+  fd: [0, 'u32'], gsi: [4, 'u32'], flags: [8, 'u32'], resamplefd: [12, 'u32'],
+} as const satisfies StructLayout & Record<keyof KvmIrqfd, unknown>;
+
 export function encodeIrqfd(e: KvmIrqfd): Uint8Array {
-  const s = new StructBytes(32);
-  s.setU32(0, e.fd);
-  s.setU32(4, e.gsi);
-  s.setU32(8, e.flags);
-  s.setU32(12, e.resamplefd);
-  return s.bytes;
+  return encodeFields(32, KVM_IRQFD_LAYOUT, e);
 }
 
 /** struct kvm_msi (KVM_SIGNAL_MSI) */
@@ -617,14 +585,12 @@ export interface KvmMsi {
   devid?: number;
 }
 
+const KVM_MSI_LAYOUT = {
+  address_lo: [0, 'u32'], address_hi: [4, 'u32'], data: [8, 'u32'], flags: [12, 'u32'], devid: [16, 'u32'],
+} as const satisfies StructLayout & Record<keyof KvmMsi, unknown>;
+
 export function encodeMsi(m: KvmMsi): Uint8Array {
-  const s = new StructBytes(32);
-  s.setU32(0, m.address_lo);
-  s.setU32(4, m.address_hi);
-  s.setU32(8, m.data);
-  s.setU32(12, m.flags ?? 0);
-  s.setU32(16, m.devid ?? 0);
-  return s.bytes;
+  return encodeFields(32, KVM_MSI_LAYOUT, { ...m, flags: m.flags ?? 0, devid: m.devid ?? 0 });
 }
 
 /** struct kvm_irq_level (KVM_IRQ_LINE) */
