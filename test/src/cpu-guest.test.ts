@@ -23,7 +23,6 @@ import { ConfigError, formatCpuidTable, lookupCpuFeature, type CpuidEntry } from
 import {
   bootCpuGuest,
   cpuModels,
-  expectTapPass,
   guestMismatches,
   TIMEOUT_MS,
   type Booted,
@@ -39,7 +38,7 @@ import {
   tableDifferences,
   tableHas,
 } from './cpu-guest.js';
-import { buildGuests, describeRun, guestImage, requireVmm, runGuest } from './guest-harness.js';
+import { buildGuests, describeRun, expectTapPass, guestImage, requireVmm, runGuest } from './guest-harness.js';
 
 const EXIT_VMM_ERROR = 2;
 

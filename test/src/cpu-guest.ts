@@ -12,7 +12,6 @@
  * become the host CPU's, whatever the model — and KVM_GET_CPUID2 returns the
  * rewritten table, which is exactly what the guest reads.
  */
-import { expect } from 'chai';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import {
@@ -36,7 +35,6 @@ import {
 } from '@tsvmm/core';
 import { createKvmAccelerator } from '@tsvmm/core/kvm';
 import { describeRun, guestImage, repoRoot, runGuest, type GuestRun, type Vmm } from './guest-harness.js';
-import { tapVerdict } from './tap.js';
 
 /** EAX, EBX, ECX, EDX */
 export type Regs = readonly [number, number, number, number];
@@ -250,16 +248,6 @@ export function tableDifferences(set: readonly CpuidEntry[], held: readonly Cpui
 }
 
 export const TIMEOUT_MS = 60_000;
-/** tap_done() with every test passed: isa-debug-exit writes 0, the VMM exits (0 << 1) | 1 */
-export const PASS_STATUS = 1;
-
-/** A TAP guest that ran to its end with everything passing. */
-export function expectTapPass(run: GuestRun): void {
-  const v = tapVerdict(run.tap);
-  expect([...v.problems, ...v.failures.map((f) => `not ok ${f.number} - ${f.description}`)], describeRun(run)).to.deep.equal([]);
-  expect(run.status, describeRun(run)).to.equal(PASS_STATUS);
-}
-
 export interface Booted {
   run: GuestRun;
   guest: GuestCpuid;

@@ -11,8 +11,8 @@ import { expect } from 'chai';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { bootCpuGuest, expectTapPass, formatRegs, type Booted, type Regs } from './cpu-guest.js';
-import { buildGuests, describeRun, requireVmm } from './guest-harness.js';
+import { bootCpuGuest, formatRegs, type Booted, type Regs } from './cpu-guest.js';
+import { buildGuests, describeRun, expectTapPass, requireVmm } from './guest-harness.js';
 
 interface Difference {
   /** CPUID leaf as printed: '0x40000001 0x00' */

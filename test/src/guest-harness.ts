@@ -1,3 +1,4 @@
+/// <reference types="mocha" />
 /**
  * Boots a test guest (test/guest/) under tsvmm or QEMU and collects what it
  * printed on COM1, its TAP and how the VMM exited.
@@ -10,7 +11,8 @@ import { execFileSync, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseTap, type TapDocument } from './tap.js';
+import { expect } from 'chai';
+import { parseTap, tapVerdict, type TapDocument } from './tap.js';
 
 export type Vmm = 'tsvmm' | 'qemu';
 
@@ -200,4 +202,55 @@ export function describeRun(run: GuestRun): string {
     '--- stderr ---',
     run.stderr.trimEnd(),
   ].join('\n');
+}
+
+/** isa-debug-exit status for a guest write of v: (v << 1) | 1, truncated by exit() to 8 bits */
+export const debugExitStatus = (v: number): number => ((v << 1) | 1) & 0xff;
+/** tap_done() with every test passed writes 0 */
+export const TAP_PASS_STATUS = debugExitStatus(0);
+
+/** A TAP guest that ran every planned test, passed them all and ended through isa-debug-exit. */
+export function expectTapPass(run: GuestRun): void {
+  const v = tapVerdict(run.tap);
+  expect([...v.problems, ...v.failures.map((f) => `not ok ${f.number} - ${f.description}`)], describeRun(run)).to.deep.equal([]);
+  expect(run.status, describeRun(run)).to.equal(TAP_PASS_STATUS);
+}
+
+/**
+ * One booted TAP guest per describe block: every planned TAP test ran and
+ * passed, and tap_done() ended the guest; `more` adds host-side checks on the
+ * same run.
+ */
+export function describeTapGuest(title: string, boot: () => Promise<GuestRun>, more?: (run: () => GuestRun) => void): void {
+  describe(title, function () {
+    let run: GuestRun | undefined;
+    const booted = (): GuestRun => {
+      if (!run) throw new Error('the guest did not boot (see the before hook)');
+      return run;
+    };
+    before(async () => {
+      run = await boot();
+    });
+
+    it('runs every planned TAP test', () => {
+      const v = tapVerdict(booted().tap);
+      expect(v.problems, describeRun(booted())).to.deep.equal([]);
+    });
+
+    it('passes every TAP test', () => {
+      const { results } = booted().tap;
+      expect(results, `no TAP results\n${describeRun(booted())}`).to.not.be.empty;
+      const failures = tapVerdict(booted().tap).failures.map((f) => `not ok ${f.number} - ${f.description}`);
+      expect(failures, describeRun(booted())).to.deep.equal([]);
+    });
+
+    it('ends through isa-debug-exit with 0 (status 1) after the last test', () => {
+      // A VMM failing to start exits 1 too: only a complete TAP run tells them apart.
+      const { plan, results } = booted().tap;
+      expect(plan !== null && results.length === plan.count, `TAP incomplete\n${describeRun(booted())}`).to.equal(true);
+      expect(booted().status, `tap_done() writes 0 to port 0xf4 when all passed\n${describeRun(booted())}`).to.equal(TAP_PASS_STATUS);
+    });
+
+    more?.(booted);
+  });
 }

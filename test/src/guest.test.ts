@@ -12,21 +12,20 @@ import os from 'node:os';
 import path from 'node:path';
 import {
   buildGuests,
+  debugExitStatus,
   describeRun,
+  describeTapGuest,
   guestImage,
   runGuest,
+  TAP_PASS_STATUS,
   tsvmmCli,
   type GuestRun,
   type RunGuestOptions,
   type Vmm,
 } from './guest-harness.js';
-import { tapVerdict } from './tap.js';
 
 const TIMEOUT_MS = 30_000;
 const MEMORY_MIB = 128;
-/** isa-debug-exit status for a guest write of v: (v << 1) | 1, truncated by exit() to 8 bits */
-const debugExitStatus = (v: number): number => ((v << 1) | 1) & 0xff;
-const PASS_STATUS = debugExitStatus(0); // tap_done() with every test passed
 const BAD_BOOT_STATUS = debugExitStatus(3); // KIT_EXIT_BAD_BOOT
 
 let scratch = '';
@@ -37,41 +36,6 @@ const INITRD_SIZE = 10000;
 
 function expectStatus(run: GuestRun, status: number | NodeJS.Signals, what: string): void {
   expect(run.status, `${what}\n${describeRun(run)}`).to.equal(status);
-}
-
-/** Every planned TAP test ran and passed, and tap_done() ended the guest. */
-function describeTapGuest(title: string, boot: () => Promise<GuestRun>, more?: (run: () => GuestRun) => void): void {
-  describe(title, function () {
-    let run: GuestRun | undefined;
-    const booted = (): GuestRun => {
-      if (!run) throw new Error('the guest did not boot (see the before hook)');
-      return run;
-    };
-    before(async () => {
-      run = await boot();
-    });
-
-    it('runs every planned TAP test', () => {
-      const v = tapVerdict(booted().tap);
-      expect(v.problems, describeRun(booted())).to.deep.equal([]);
-    });
-
-    it('passes every TAP test', () => {
-      const { results } = booted().tap;
-      expect(results, `no TAP results\n${describeRun(booted())}`).to.not.be.empty;
-      const failures = tapVerdict(booted().tap).failures.map((f) => `not ok ${f.number} - ${f.description}`);
-      expect(failures, describeRun(booted())).to.deep.equal([]);
-    });
-
-    it('ends through isa-debug-exit with 0 (status 1) after the last test', () => {
-      // A VMM failing to start exits 1 too: only a complete TAP run tells them apart.
-      const { plan, results } = booted().tap;
-      expect(plan !== null && results.length === plan.count, `TAP incomplete\n${describeRun(booted())}`).to.equal(true);
-      expectStatus(booted(), PASS_STATUS, 'tap_done() writes 0 to port 0xf4 when all passed');
-    });
-
-    more?.(booted);
-  });
 }
 
 function guestSuite(vmm: Vmm): void {
@@ -293,7 +257,7 @@ function guestSuite(vmm: Vmm): void {
       it("prints 'S', does 100000 OUTs to port 0xe0 and exits with status 1", async () => {
         const run = await boot({ kernel: guestImage('exit-latency-guest.elf') });
         expect(run.serialOutput, describeRun(run)).to.equal('S');
-        expectStatus(run, PASS_STATUS, 'debug-exit 0');
+        expectStatus(run, TAP_PASS_STATUS, 'debug-exit 0');
       });
     });
   });

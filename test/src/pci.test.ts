@@ -14,12 +14,10 @@
  *   program.
  */
 import { expect } from 'chai';
-import { buildGuests, describeRun, guestImage, runGuest, type GuestRun, type RunGuestOptions, type Vmm } from './guest-harness.js';
-import { tapVerdict } from './tap.js';
+import { buildGuests, describeRun, describeTapGuest, guestImage, runGuest, type GuestRun, type RunGuestOptions, type Vmm } from './guest-harness.js';
 
 const TIMEOUT_MS = 60_000;
 /** tap_done() with every test passed writes 0: status (0 << 1) | 1 */
-const PASS_STATUS = 1;
 
 /** `--device` (tsvmm) / `-device` (QEMU) arguments; QEMU's bridges get shpc=off, the configuration tsvmm implements. */
 function devices(vmm: Vmm, specs: string[]): string[] {
@@ -48,32 +46,6 @@ const INTX_TOPOLOGY = [
 ];
 
 const DUMP_TOPOLOGY = ['pci-bridge,id=br0,chassis_nr=1', 'pci-testdev,bus=br0,addr=3', 'pci-testdev', 'pci-testdev,membar=0x100000'];
-
-function describeTapGuest(title: string, boot: () => Promise<GuestRun>, more?: (run: () => GuestRun) => void): void {
-  describe(title, function () {
-    let run: GuestRun | undefined;
-    const booted = (): GuestRun => {
-      if (!run) throw new Error('the guest did not boot (see the before hook)');
-      return run;
-    };
-    before(async () => {
-      run = await boot();
-    });
-
-    it('runs every planned TAP test and passes them all', () => {
-      const v = tapVerdict(booted().tap);
-      expect(v.problems, describeRun(booted())).to.deep.equal([]);
-      expect(booted().tap.results, `no TAP results\n${describeRun(booted())}`).to.not.be.empty;
-      expect(v.failures.map((f) => `not ok ${f.number} - ${f.description}`), describeRun(booted())).to.deep.equal([]);
-    });
-
-    it('ends through isa-debug-exit with 0 (status 1) after the last test', () => {
-      expect(booted().status, describeRun(booted())).to.equal(PASS_STATUS);
-    });
-
-    more?.(booted);
-  });
-}
 
 function pciSuite(vmm: Vmm): void {
   const boot = (o: Omit<RunGuestOptions, 'vmm' | 'timeoutMs'>): Promise<GuestRun> => runGuest({ vmm, timeoutMs: TIMEOUT_MS, memory: 128, ...o });

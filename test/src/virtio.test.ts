@@ -12,11 +12,9 @@ import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, w
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { buildGuests, describeRun, guestImage, runGuest, type GuestRun, type RunGuestOptions, type Vmm } from './guest-harness.js';
-import { tapVerdict } from './tap.js';
+import { buildGuests, describeRun, describeTapGuest, guestImage, runGuest, type GuestRun, type RunGuestOptions, type Vmm } from './guest-harness.js';
 
 const TIMEOUT_MS = 60_000;
-const PASS_STATUS = 1; // tap_done() with every test passed: isa-debug-exit (0 << 1) | 1
 const IMAGE_SECTORS = 32768; // 16 MiB
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -43,29 +41,6 @@ function freshImage(): string {
   const f = path.join(scratch, `disk${imageCount++}.img`);
   copyFileSync(pristine, f);
   return f;
-}
-
-function expectTapPass(run: GuestRun): void {
-  const v = tapVerdict(run.tap);
-  expect(v.problems, describeRun(run)).to.deep.equal([]);
-  expect(v.failures.map((f) => `not ok ${f.number} - ${f.description}`), describeRun(run)).to.deep.equal([]);
-  expect(run.status, `tap_done() ends the guest with status 1\n${describeRun(run)}`).to.equal(PASS_STATUS);
-}
-
-/** One booted guest per describe block; every TAP line must pass; `more` adds host-side checks. */
-function describeGuest(title: string, boot: () => Promise<GuestRun>, more?: (run: () => GuestRun) => void): void {
-  describe(title, () => {
-    let run: GuestRun | undefined;
-    const booted = (): GuestRun => {
-      if (run === undefined) throw new Error('the guest did not boot (see the before hook)');
-      return run;
-    };
-    before(async () => {
-      run = await boot();
-    });
-    it('runs and passes every planned TAP test, then ends through isa-debug-exit', () => expectTapPass(booted()));
-    more?.(booted);
-  });
 }
 
 /** A device option in the VMM's spelling. */
@@ -113,11 +88,11 @@ function virtioSuite(vmm: Vmm): void {
   describe(vmm, function () {
     this.timeout(TIMEOUT_MS * 2);
 
-    describeGuest('virtio-rng: entropy requests, indirect chain', () =>
+    describeTapGuest('virtio-rng: entropy requests, indirect chain', () =>
       boot({ kernel: guestImage('virtio_rng.elf'), extraArgs: dev(vmm, 'virtio-rng-pci') }),
     );
 
-    describeGuest('virtio-rng with EVENT_IDX and an explicit source (tsvmm filename=, QEMU rng-random)', () =>
+    describeTapGuest('virtio-rng with EVENT_IDX and an explicit source (tsvmm filename=, QEMU rng-random)', () =>
       boot({
         kernel: guestImage('virtio_rng.elf'),
         append: 'event_idx=1',
@@ -128,13 +103,13 @@ function virtioSuite(vmm: Vmm): void {
       }),
     );
 
-    describeGuest('virtio-rng rate limit: max-bytes=64 per 60 s period, at most 64 bytes within a one-second window', () =>
+    describeTapGuest('virtio-rng rate limit: max-bytes=64 per 60 s period, at most 64 bytes within a one-second window', () =>
       boot({ kernel: guestImage('virtio_rng.elf'), append: 'limit=64 bufs=6', extraArgs: dev(vmm, 'virtio-rng-pci,max-bytes=64,period=60000') }),
     );
 
     describe('virtio-blk', () => {
       let rw = '';
-      describeGuest(
+      describeTapGuest(
         'virtio-blk: read, write, flush, GET_ID, errors, discard, write-zeroes, num-queues=2',
         async () => {
           rw = freshImage();
@@ -152,7 +127,7 @@ function virtioSuite(vmm: Vmm): void {
 
       let io = '';
       let io2 = '';
-      describeGuest(
+      describeTapGuest(
         'virtio-blk on an iothread (EVENT_IDX): the same requests, and a second device sharing the iothread',
         async () => {
           io = freshImage();
@@ -180,7 +155,7 @@ function virtioSuite(vmm: Vmm): void {
       );
 
       let ro = '';
-      describeGuest(
+      describeTapGuest(
         `virtio-blk read-only through -drive if=virtio,readonly=on: writes fail with IOERR${vmm === 'qemu' ? ' (QEMU answers a discard on it with OK: its discard=ignore drops the request first)' : ''}`,
         async () => {
           ro = freshImage();
@@ -210,14 +185,14 @@ function virtioSuite(vmm: Vmm): void {
           '--device',
           `virtio-blk-pci,drive=d0${iothread ? ',iothread=io0' : ''}`,
         ];
-        describeGuest('virtio-blk on an iothread completes I/O while the main thread is blocked for 3 s (test-only busy device)', () =>
+        describeTapGuest('virtio-blk on an iothread completes I/O while the main thread is blocked for 3 s (test-only busy device)', () =>
           boot({ kernel: guestImage('virtio_blk_busy.elf'), smp: 2, append: 'busy=300 expect_during=1', extraArgs: busyArgs(true, freshImage()) }),
         );
-        describeGuest('control: virtio-blk without an iothread waits for the blocked main thread', () =>
+        describeTapGuest('control: virtio-blk without an iothread waits for the blocked main thread', () =>
           boot({ kernel: guestImage('virtio_blk_busy.elf'), smp: 2, append: 'busy=300 expect_during=0', extraArgs: busyArgs(false, freshImage()) }),
         );
       } else {
-        describeGuest('virtio-blk on an iothread, I/O part of the busy test (QEMU has no test-only busy device)', () =>
+        describeTapGuest('virtio-blk on an iothread, I/O part of the busy test (QEMU has no test-only busy device)', () =>
           boot({
             kernel: guestImage('virtio_blk_busy.elf'),
             smp: 2,
