@@ -1,4 +1,4 @@
-/** Checks every driver applies to a request before touching its file. */
+/** What every driver does with a request: the checks before touching its file, and splitting it at block boundaries. */
 import { BlockRangeError, BlockReadOnlyError } from './errors.js';
 
 export function checkRequest(
@@ -19,4 +19,26 @@ export function checkRequest(
 
 export function checkWritable(dev: { filename: string; readOnly: boolean }, why = 'opened read-only'): void {
   if (dev.readOnly) throw new BlockReadOnlyError(dev.filename, why);
+}
+
+/**
+ * Runs `fn` on each piece of the request [offset, offset + buf.length) that
+ * stays inside one block of `blockSize` bytes, in order and one at a time:
+ * `blockIndex` is the block, `inBlock` where the piece starts in it.
+ */
+export async function forEachBlockPiece(
+  offset: number,
+  buf: Uint8Array,
+  blockSize: number,
+  fn: (blockIndex: number, inBlock: number, piece: Uint8Array) => Promise<void>,
+): Promise<void> {
+  let done = 0;
+  while (done < buf.length) {
+    const pos = offset + done;
+    const blockIndex = Math.floor(pos / blockSize);
+    const inBlock = pos % blockSize;
+    const n = Math.min(blockSize - inBlock, buf.length - done);
+    await fn(blockIndex, inBlock, buf.subarray(done, done + n));
+    done += n;
+  }
 }

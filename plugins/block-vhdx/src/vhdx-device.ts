@@ -41,6 +41,7 @@ import {
   LruCache,
   checkRequest,
   checkWritable,
+  forEachBlockPiece,
   openFirstParentCandidate,
   resolveParentCandidate,
   type BlockDevice,
@@ -336,16 +337,7 @@ export class VhdxDevice implements BlockDevice {
 
   async read(offset: number, buf: Uint8Array): Promise<void> {
     checkRequest(this, offset, buf.length);
-    const bs = this.params.blockSize;
-    let done = 0;
-    while (done < buf.length) {
-      const pos = offset + done;
-      const blockIndex = Math.floor(pos / bs);
-      const inBlock = pos % bs;
-      const n = Math.min(bs - inBlock, buf.length - done);
-      await this.readInBlock(blockIndex, inBlock, buf.subarray(done, done + n));
-      done += n;
-    }
+    await forEachBlockPiece(offset, buf, this.params.blockSize, (blockIndex, inBlock, piece) => this.readInBlock(blockIndex, inBlock, piece));
   }
 
   private async readInBlock(blockIndex: number, inBlock: number, out: Uint8Array): Promise<void> {
@@ -399,16 +391,7 @@ export class VhdxDevice implements BlockDevice {
     checkWritable(this);
     checkRequest(this, offset, buf.length);
     await this.startSession();
-    const bs = this.params.blockSize;
-    let done = 0;
-    while (done < buf.length) {
-      const pos = offset + done;
-      const blockIndex = Math.floor(pos / bs);
-      const inBlock = pos % bs;
-      const n = Math.min(bs - inBlock, buf.length - done);
-      await this.writeInBlock(blockIndex, inBlock, buf.subarray(done, done + n));
-      done += n;
-    }
+    await forEachBlockPiece(offset, buf, this.params.blockSize, (blockIndex, inBlock, piece) => this.writeInBlock(blockIndex, inBlock, piece));
     if (opts?.fua) await this.flush();
   }
 

@@ -29,6 +29,7 @@ import {
   LruCache,
   checkRequest,
   checkWritable,
+  forEachBlockPiece,
   openFirstParentCandidate,
   resolveParentCandidate,
   type BlockDevice,
@@ -176,15 +177,7 @@ export class VpcDevice implements BlockDevice {
       await this.file.readZeroFilled(offset, buf);
       return;
     }
-    let done = 0;
-    while (done < buf.length) {
-      const pos = offset + done;
-      const blockIndex = Math.floor(pos / dyn.blockSize);
-      const inBlock = pos % dyn.blockSize;
-      const n = Math.min(dyn.blockSize - inBlock, buf.length - done);
-      await this.readInBlock(dyn, blockIndex, inBlock, buf.subarray(done, done + n));
-      done += n;
-    }
+    await forEachBlockPiece(offset, buf, dyn.blockSize, (blockIndex, inBlock, piece) => this.readInBlock(dyn, blockIndex, inBlock, piece));
   }
 
   private async readInBlock(dyn: DynamicState, blockIndex: number, inBlock: number, out: Uint8Array): Promise<void> {
@@ -247,15 +240,7 @@ export class VpcDevice implements BlockDevice {
     if (dyn === undefined) {
       await this.file.write(offset, buf);
     } else {
-      let done = 0;
-      while (done < buf.length) {
-        const pos = offset + done;
-        const blockIndex = Math.floor(pos / dyn.blockSize);
-        const inBlock = pos % dyn.blockSize;
-        const n = Math.min(dyn.blockSize - inBlock, buf.length - done);
-        await this.writeInBlock(dyn, blockIndex, inBlock, buf.subarray(done, done + n));
-        done += n;
-      }
+      await forEachBlockPiece(offset, buf, dyn.blockSize, (blockIndex, inBlock, piece) => this.writeInBlock(dyn, blockIndex, inBlock, piece));
     }
     if (opts?.fua) await this.flush();
   }
