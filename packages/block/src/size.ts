@@ -1,4 +1,5 @@
 /** Sizes as qemu-img spells them: "10G", "512k", "1.5M", "4096" (bytes), binary multiples. */
+import { splitOptionList } from '@tsvmm/core';
 import { BlockOptionError } from './errors.js';
 
 const SUFFIX: Record<string, number> = {
@@ -58,22 +59,7 @@ export function parseBool(text: string, what: string): boolean {
 /** Splits a qemu `-o` list "a=1,b=2" (",," escapes a comma) into a record. */
 export function parseOptionList(text: string): Record<string, string> {
   const out: Record<string, string> = {};
-  const parts: string[] = [];
-  let cur = '';
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i];
-    if (c === ',' && text[i + 1] === ',') {
-      cur += ',';
-      i++;
-    } else if (c === ',') {
-      parts.push(cur);
-      cur = '';
-    } else {
-      cur += c;
-    }
-  }
-  parts.push(cur);
-  for (const p of parts) {
+  for (const p of splitOptionList(text)) {
     if (p === '') continue;
     const eq = p.indexOf('=');
     if (eq < 0) out[p] = 'on';

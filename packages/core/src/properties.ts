@@ -7,11 +7,8 @@
 import { z } from 'zod';
 import { ConfigError } from './errors.js';
 
-/**
- * Split `first,key=value,key2=value2` as QEMU's option parser does: `,,` is a
- * literal comma; the first element may be a bare value stored under `firstKey`.
- */
-export function parseKeyValueList(text: string, firstKey?: string): Record<string, string> {
+/** Split a QEMU option list on `,`; `,,` is a literal comma. Empty elements are kept. */
+export function splitOptionList(text: string): string[] {
   const parts: string[] = [];
   let cur = '';
   for (let i = 0; i < text.length; i++) {
@@ -29,6 +26,15 @@ export function parseKeyValueList(text: string, firstKey?: string): Record<strin
     }
   }
   parts.push(cur);
+  return parts;
+}
+
+/**
+ * Split `first,key=value,key2=value2` as QEMU's option parser does: `,,` is a
+ * literal comma; the first element may be a bare value stored under `firstKey`.
+ */
+export function parseKeyValueList(text: string, firstKey?: string): Record<string, string> {
+  const parts = splitOptionList(text);
   const out: Record<string, string> = {};
   parts.forEach((p, idx) => {
     if (p === '' && idx === parts.length - 1 && idx > 0) return; // tolerate a trailing comma

@@ -4,6 +4,7 @@
  */
 import * as fs from 'node:fs';
 import { BootError } from '../errors.js';
+import { splitOptionList } from '../properties.js';
 import type { GuestMemory } from '../guest-memory.js';
 import type { MemoryLayout } from '../memory-map.js';
 import type { CpuEntryState } from './entry.js';
@@ -40,20 +41,10 @@ export function readBootFile(file: string, what: string): Uint8Array {
 
 /** Split QEMU's multiboot module list: `,` separates modules (`,,` is a literal comma); the first word is the file. */
 export function parseModuleList(spec: string): { file: string; cmdline: string }[] {
-  const out: { file: string; cmdline: string }[] = [];
-  let cur = '';
-  for (let i = 0; i < spec.length; i++) {
-    if (spec[i] === ',' && spec[i + 1] === ',') {
-      cur += ',';
-      i++;
-    } else if (spec[i] === ',') {
-      out.push({ file: cur.trim().split(/\s+/)[0] ?? '', cmdline: cur.trim() });
-      cur = '';
-    } else {
-      cur += spec[i];
-    }
-  }
-  if (cur.trim() !== '') out.push({ file: cur.trim().split(/\s+/)[0] ?? '', cmdline: cur.trim() });
+  const parts = splitOptionList(spec);
+  // a trailing comma (or an empty list) adds no module
+  if (parts[parts.length - 1]?.trim() === '') parts.pop();
+  const out = parts.map((p) => ({ file: p.trim().split(/\s+/)[0] ?? '', cmdline: p.trim() }));
   for (const m of out) if (m.file === '') throw new BootError(`empty module name in '${spec}'`);
   return out;
 }

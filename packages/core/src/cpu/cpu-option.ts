@@ -11,6 +11,7 @@
  * offending token; nothing else is thrown.
  */
 import { ConfigError } from '../errors.js';
+import { splitOptionList } from '../properties.js';
 import { canonicalFeatureName, FEATURES_NOT_IMPLEMENTED, suggestFeatureNames } from './features.js';
 import { HYPERV_ENLIGHTENMENTS, HV_SPINLOCK_NEVER_NOTIFY, validateSpinlocks, type HypervEnlightenment } from './hyperv.js';
 
@@ -21,26 +22,6 @@ export const CPU_OPTION_MAX_LENGTH = 4096;
 
 const MODEL_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.+-]*$/;
 
-/** Split on `,` with `,,` as a literal comma. */
-function splitOption(text: string): string[] {
-  const parts: string[] = [];
-  let cur = '';
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i];
-    if (c === ',') {
-      if (text[i + 1] === ',') {
-        cur += ',';
-        i++;
-      } else {
-        parts.push(cur);
-        cur = '';
-      }
-    } else cur += c;
-  }
-  parts.push(cur);
-  return parts;
-}
-
 const quote = (s: string): string => `'${s.length > 48 ? `${s.slice(0, 48)}…` : s}'`;
 
 /** Parse `--cpu` into the model name and its modifier tokens (not yet interpreted). */
@@ -48,7 +29,7 @@ export function parseCpuOption(text: string): CpuOption {
   if (typeof text !== 'string') throw new ConfigError('--cpu: expected a string');
   if (text.length > CPU_OPTION_MAX_LENGTH) throw new ConfigError(`--cpu: option is ${text.length} characters long, more than ${CPU_OPTION_MAX_LENGTH}`);
   if (/[\x00-\x1f\x7f]/.test(text)) throw new ConfigError('--cpu: control characters are not allowed');
-  const [model = '', ...rest] = splitOption(text);
+  const [model = '', ...rest] = splitOptionList(text);
   if (model === 'help' || model === '?') return { kind: 'help' };
   if (model === '') throw new ConfigError('--cpu: missing CPU model name', { hint: "e.g. --cpu Haswell,-hle; 'tsvmm run --cpu help' lists the models" });
   if (!MODEL_NAME_RE.test(model)) throw new ConfigError(`--cpu: ${quote(model)} is not a CPU model name`);
