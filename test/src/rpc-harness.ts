@@ -12,7 +12,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { MULTIBOOT_HEADER_MAGIC } from '@tsvmm/core';
+import { writeMultibootHeaderKernel } from '@tsvmm/core/testing';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 export const tsvmmCli = path.join(repoRoot, 'host/dist/src/cli.js');
@@ -27,18 +27,7 @@ export function tmpDir(prefix = 'tsvmm-rpc-'): string {
  * devices instead.
  */
 export function fakeKernel(dir: string): string {
-  const img = new Uint8Array(0x110);
-  const dv = new DataView(img.buffer);
-  const flags = 0x10003;
-  dv.setUint32(0, MULTIBOOT_HEADER_MAGIC, true);
-  dv.setUint32(4, flags, true);
-  dv.setUint32(8, (-(MULTIBOOT_HEADER_MAGIC + flags)) >>> 0, true);
-  dv.setUint32(12, 0x100000, true);
-  dv.setUint32(16, 0x100000, true);
-  dv.setUint32(28, 0x100020, true);
-  const file = path.join(dir, 'fake-kernel.bin');
-  fs.writeFileSync(file, img);
-  return file;
+  return writeMultibootHeaderKernel(path.join(dir, 'fake-kernel.bin'));
 }
 
 export interface ServerProcess {

@@ -17,7 +17,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { MULTIBOOT_HEADER_MAGIC } from '@tsvmm/core';
+import { writeMultibootHeaderKernel } from '@tsvmm/core/testing';
 import type { MessageConnection } from 'vscode-jsonrpc';
 import { createMessageConnection, StreamMessageReader, StreamMessageWriter } from 'vscode-jsonrpc/node.js';
 
@@ -40,17 +40,7 @@ interface Endpoint {
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsvmm-bench-rpc-'));
 
 function kernel(): string {
-  const img = new Uint8Array(0x110);
-  const dv = new DataView(img.buffer);
-  dv.setUint32(0, MULTIBOOT_HEADER_MAGIC, true);
-  dv.setUint32(4, 0x10003, true);
-  dv.setUint32(8, (-(MULTIBOOT_HEADER_MAGIC + 0x10003)) >>> 0, true);
-  dv.setUint32(12, 0x100000, true);
-  dv.setUint32(16, 0x100000, true);
-  dv.setUint32(28, 0x100020, true);
-  const f = path.join(dir, 'kernel.bin');
-  fs.writeFileSync(f, img);
-  return f;
+  return writeMultibootHeaderKernel(path.join(dir, 'kernel.bin'));
 }
 
 function waitListening(p: ChildProcess): Promise<void> {

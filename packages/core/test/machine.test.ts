@@ -8,7 +8,6 @@ import { createContainer,
   ConfigError,
   EXIT_GUEST_CRASH,
   Machine,
-  MULTIBOOT_HEADER_MAGIC,
   PluginRegistry,
   PluginTokens,
   VmStateError,
@@ -29,7 +28,7 @@ import { createContainer,
   type HostCpuSupport,
   parseCpuidTable,
 } from '../src/index.js';
-import { FakeNotifyServices } from '../src/testing/index.js';
+import { FakeNotifyServices, writeMultibootHeaderKernel } from '../src/testing/index.js';
 
 const pvmHost = parseCpuidTable(
   (JSON.parse(fs.readFileSync(new URL('../../test/fixtures/cpuid/pvm-dev-host-2026.json', import.meta.url), 'utf8')) as { supported: unknown }).supported,
@@ -159,18 +158,7 @@ const testMachine: MachineTypeDefinition = {
 };
 
 function kernelFile(dir: string): string {
-  const img = new Uint8Array(0x110);
-  const dv = new DataView(img.buffer);
-  const flags = 0x10003;
-  dv.setUint32(0, MULTIBOOT_HEADER_MAGIC, true);
-  dv.setUint32(4, flags, true);
-  dv.setUint32(8, (-(MULTIBOOT_HEADER_MAGIC + flags)) >>> 0, true);
-  dv.setUint32(12, 0x100000, true);
-  dv.setUint32(16, 0x100000, true);
-  dv.setUint32(28, 0x100020, true);
-  const file = path.join(dir, 'k.bin');
-  fs.writeFileSync(file, img);
-  return file;
+  return writeMultibootHeaderKernel(path.join(dir, 'k.bin'));
 }
 
 describe('Machine', () => {

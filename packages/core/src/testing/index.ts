@@ -4,7 +4,9 @@
  * the same bus and memory interfaces the machine uses, without KVM.
  */
 import type { EventNotifier, InterruptAndNotifyServices, IoEventSpec, MsiMessage, MsiRoute, Unregister } from '../accelerator.js';
+import { writeFileSync } from 'node:fs';
 import { AddressSpace } from '../address-space.js';
+import { MULTIBOOT_HEADER_MAGIC } from '../boot/multiboot.js';
 import type { Chardev } from '../chardev.js';
 import { createContainer } from '../container.js';
 import type { DeviceContext, MachineInfo, VirtualClock } from '../device.js';
@@ -300,4 +302,23 @@ export function createTestDeviceContext(opts: TestDeviceContextOptions = {}): Te
     shutdowns,
     exits,
   };
+}
+
+/**
+ * Writes a multiboot kernel that is only its header (the a.out kludge: loaded
+ * at 1 MiB, entry 0x100020) to `file`: enough for Machine.create to load,
+ * for machines whose fake accelerator never runs the guest. Returns `file`.
+ */
+export function writeMultibootHeaderKernel(file: string): string {
+  const img = new Uint8Array(0x110);
+  const dv = new DataView(img.buffer);
+  const flags = 0x10003; // page-align modules, memory info, a.out kludge addresses
+  dv.setUint32(0, MULTIBOOT_HEADER_MAGIC, true);
+  dv.setUint32(4, flags, true);
+  dv.setUint32(8, (-(MULTIBOOT_HEADER_MAGIC + flags)) >>> 0, true);
+  dv.setUint32(12, 0x100000, true); // header_addr
+  dv.setUint32(16, 0x100000, true); // load_addr
+  dv.setUint32(28, 0x100020, true); // entry_addr
+  writeFileSync(file, img);
+  return file;
 }
