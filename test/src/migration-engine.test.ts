@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import path from 'node:path';
 import { defineDeviceType, PluginTokens, prop, type Device } from '@tsvmm/core';
-import { MigrationDestination, MigrationError, MigrationSource, DEFAULT_PARAMETERS, parseTransportUri, type MigrationStrategy } from '@tsvmm/migration';
+import { MigrationDestination, MigrationError, MigrationSource, DEFAULT_PARAMETERS, parseTransportUri, type MigrationParameters, type MigrationStrategy } from '@tsvmm/migration';
 import { z } from 'zod';
 import { buildGuests } from './guest-harness.js';
 import { checksumOf, createTestMachine, pluginRegistry, type TestMachine } from './migration-harness.js';
@@ -63,6 +63,26 @@ async function strategy(name: string): Promise<MigrationStrategy> {
   return s;
 }
 
+/** dst listens on `listenUri` (default: a free TCP port) and a MigrationSource from src is made for it; neither has run yet. */
+async function connectMigration(
+  src: TestMachine,
+  dst: TestMachine,
+  o: { strategy: string; listenUri?: string; params?: Partial<MigrationParameters> },
+): Promise<{ incoming: MigrationDestination; outgoing: MigrationSource }> {
+  const listenUri = o.listenUri ?? 'tcp:127.0.0.1:0';
+  const incoming = new MigrationDestination({ machine: dst.machine, source: parseTransportUri(listenUri) });
+  const address = await incoming.listen();
+  const outgoing = new MigrationSource({
+    machine: src.machine,
+    strategy: await strategy(o.strategy),
+    params: { ...DEFAULT_PARAMETERS, ...o.params },
+    target: parseTransportUri(listenUri.endsWith(':0') ? address : listenUri),
+    kind: 'migration',
+    writer: 'test',
+  });
+  return { incoming, outgoing };
+}
+
 describe('migration engine (in one process, KVM)', function () {
   this.timeout(120_000);
   let dir: string;
@@ -99,7 +119,6 @@ describe('migration engine (in one process, KVM)', function () {
     uri: string,
     opts: { append?: string; drive?: string; iothread?: boolean } = {},
   ): Promise<{ src: TestMachine; dst: TestMachine; status: ReturnType<MigrationSource['status']> }> {
-    const listenUri = uri;
     const append = opts.append ?? APPEND;
     const drive = opts.drive !== undefined ? { drive: opts.drive, ...(opts.iothread === true ? { iothread: true } : {}) } : {};
     const src = await createTestMachine({ append, ...drive });
@@ -108,16 +127,7 @@ describe('migration engine (in one process, KVM)', function () {
     machines.push(src, dst);
     src.machine.start();
     await src.serial.waitFor(/# pass 5\n/);
-    const incoming = new MigrationDestination({ machine: dst.machine, source: parseTransportUri(listenUri) });
-    const address = await incoming.listen();
-    const outgoing = new MigrationSource({
-      machine: src.machine,
-      strategy: await strategy(name),
-      params: { ...DEFAULT_PARAMETERS, strategy: name },
-      target: parseTransportUri(uri.endsWith(':0') ? address : uri),
-      kind: 'migration',
-      writer: 'test',
-    });
+    const { incoming, outgoing } = await connectMigration(src, dst, { strategy: name, listenUri: uri, params: { strategy: name } });
     const status = await outgoing.run();
     await incoming.done;
     return { src, dst, status };
@@ -151,16 +161,7 @@ describe('migration engine (in one process, KVM)', function () {
     src.machine.on('stateChanged', (c) => states.push(`${c.to}:${c.reason}`));
     src.machine.start();
     await src.serial.waitFor(/# pass 5\n/);
-    const incoming = new MigrationDestination({ machine: dst.machine, source: parseTransportUri('tcp:127.0.0.1:0') });
-    const address = await incoming.listen();
-    const outgoing = new MigrationSource({
-      machine: src.machine,
-      strategy: await strategy('precopy'),
-      params: { ...DEFAULT_PARAMETERS },
-      target: parseTransportUri(address),
-      kind: 'migration',
-      writer: 'test',
-    });
+    const { incoming, outgoing } = await connectMigration(src, dst, { strategy: 'precopy' });
     let caught: unknown;
     try {
       await outgoing.run();
@@ -186,17 +187,8 @@ describe('migration engine (in one process, KVM)', function () {
     machines.push(src, dst);
     src.machine.start();
     await src.serial.waitFor(/# pass 5\n/);
-    const incoming = new MigrationDestination({ machine: dst.machine, source: parseTransportUri('tcp:127.0.0.1:0') });
-    const address = await incoming.listen();
     // 100 KB/s: the guest ends long before the bulk round does.
-    const outgoing = new MigrationSource({
-      machine: src.machine,
-      strategy: await strategy('precopy'),
-      params: { ...DEFAULT_PARAMETERS, maxBandwidth: 100_000 },
-      target: parseTransportUri(address),
-      kind: 'migration',
-      writer: 'test',
-    });
+    const { incoming, outgoing } = await connectMigration(src, dst, { strategy: 'precopy', params: { maxBandwidth: 100_000 } });
     let caught: unknown;
     try {
       await outgoing.run();
