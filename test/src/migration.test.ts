@@ -11,7 +11,6 @@
 import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import path from 'node:path';
 import { ResponseError, TsvmmClient } from '@tsvmm/client';
@@ -27,20 +26,12 @@ import {
 } from '@tsvmm/protocol';
 import { buildGuests, tsvmmCli } from './guest-harness.js';
 import { checksumOf, cuttingProxy, MIGRATE_RW } from './migration-harness.js';
+import { freePort } from './rpc-harness.js';
 
 const PASSES = 150;
 const APPEND = `passes=${PASSES} pages=512 words=16 blk=1`;
 const DISK_BYTES = 1024 * 1024;
 const DEBUG_EXIT = { driver: 'isa-debug-exit', iobase: 0xf4, iosize: 4 };
-
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const a = srv.address();
-  await new Promise<void>((r) => srv.close(() => r()));
-  if (a === null || typeof a !== 'object') throw new Error('no port');
-  return a.port;
-}
 
 interface RunProcess {
   child: ChildProcess;

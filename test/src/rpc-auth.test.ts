@@ -6,21 +6,10 @@
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as path from 'node:path';
 import { TsvmmClient, ResponseError } from '@tsvmm/client';
 import { ErrorCodes } from '@tsvmm/protocol';
-import { RawClient, startServer, tmpDir, tsvmmCli } from './rpc-harness.js';
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const addr = s.address();
-      s.close(() => (typeof addr === 'object' && addr !== null ? resolve(addr.port) : reject(new Error('no port'))));
-    });
-  });
-}
+import { freePort, RawClient, startServer, tmpDir, tsvmmCli } from './rpc-harness.js';
 
 describe('rpc auth and TCP', function () {
   this.timeout(30_000);

@@ -17,6 +17,18 @@ import { writeMultibootHeaderKernel } from '@tsvmm/core/testing';
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 export const tsvmmCli = path.join(repoRoot, 'host/dist/src/cli.js');
 
+/** A TCP port on 127.0.0.1 that was free a moment ago (the kernel picks it; it is closed again at once). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const addr = s.address();
+      s.close(() => (typeof addr === 'object' && addr !== null ? resolve(addr.port) : reject(new Error('the listening socket has no port'))));
+    });
+  });
+}
+
 export function tmpDir(prefix = 'tsvmm-rpc-'): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 }
