@@ -238,7 +238,9 @@ export class VmRuntime {
         const message = err instanceof Error ? err.message : String(err);
         this.log.error(`incoming migration failed: ${message}`, { causes: errorCauses(err) });
         // Discard what arrived: the VM never ran.
-        void machine.discardIncoming(`incoming migration failed: ${message}`).catch(() => undefined);
+        void machine
+          .discardIncoming(`incoming migration failed: ${message}`)
+          .catch((e: unknown) => this.log.error(`discarding the failed incoming migration failed: ${e instanceof Error ? e.message : String(e)}`, { causes: errorCauses(e) }));
       },
     );
   }

@@ -446,7 +446,8 @@ export class NbdConnection {
       if (req.type === NBD_CMD_DISC) {
         this.closing = true;
         await Promise.allSettled([...this.inFlight]);
-        await exp.device.flush().catch(() => undefined);
+        // The client is leaving and gets no reply; a flush that fails is still worth a line in the log.
+        await exp.device.flush().catch((e: unknown) => this.log(`nbd: flush on disconnect failed: ${e instanceof Error ? e.message : String(e)}`));
         return;
       }
       const p = this.handle(exp, req, payload).finally(() => this.inFlight.delete(p));
