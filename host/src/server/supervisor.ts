@@ -107,6 +107,13 @@ export class VmSupervisor extends EventEmitter<SupervisorEvents> {
   /** Destroy every VM (server shutdown). */
   async closeAll(): Promise<void> {
     this.closing = true;
-    await Promise.all([...this.vms.keys()].map((id) => this.destroy(id).catch(() => undefined)));
+    // One VM that fails to go away must not keep the others running; its failure is logged as that VM's.
+    await Promise.all(
+      [...this.vms.keys()].map((id) =>
+        this.destroy(id).catch((e: unknown) => {
+          this.emit('log', id, { level: 'error', message: `destroying ${id} at server shutdown failed: ${e instanceof Error ? e.message : String(e)}` });
+        }),
+      ),
+    );
   }
 }
