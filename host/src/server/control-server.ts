@@ -229,6 +229,7 @@ export class ControlServer implements SessionHost {
       };
       h.on('migrationProgress', onProgress);
       const cancel = ctx.token.onCancellationRequested(() => {
+        // The cancel fails only when there is nothing left to cancel (the migration or its VM process has ended); ChildMigrationStart below reports that.
         void h.request(ChildMigrationCancel).catch(() => undefined);
       });
       try {

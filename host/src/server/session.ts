@@ -137,6 +137,7 @@ export class ClientSession {
         token,
         progress: (value) => {
           const t = (params as { workDoneToken?: unknown } | undefined)?.workDoneToken;
+          // as notify(): progress for a client that went away has no one to reach
           if (typeof t === 'string' || typeof t === 'number') void this.conn.sendProgress(workDoneProgress, t, value).catch(() => undefined);
         },
       };
@@ -188,6 +189,7 @@ export class ClientSession {
         this.droppedConsoleBytes = 0;
       }
     }
+    // A client that went away cannot be told; its session closes through conn.onClose.
     void this.conn.sendNotification(method, params).catch(() => undefined);
   }
 

@@ -42,7 +42,7 @@ import {
   type MigrationParametersInput,
   type MigrationStatusResult,
 } from '@tsvmm/protocol';
-import type { MessageConnection } from 'vscode-jsonrpc';
+import type { MessageConnection, NotificationType } from 'vscode-jsonrpc';
 import { createPluginRegistry } from '../plugins.js';
 import { ProtocolError, toResponseError } from '../server/errors.js';
 import {
@@ -97,7 +97,7 @@ export class VmRuntime {
       const causes = Array.isArray(fields['causes']) ? (fields['causes'] as unknown[]).map(String) : undefined;
       // The VM process logs what it sends: the server's clients and the process's stderr see the same record.
       opts.logLine(`${level}: ${message}${Object.keys(fields).length ? ` ${JSON.stringify(fields)}` : ''}`);
-      void this.conn.sendNotification(ChildLog, { level, message, fields, ...(causes ? { causes } : {}) }).catch(() => undefined);
+      this.notify(ChildLog, { level, message, fields, ...(causes ? { causes } : {}) });
     }, opts.logLevel ?? 'info');
     this.register();
   }
@@ -167,8 +167,16 @@ export class VmRuntime {
     return this.machine;
   }
 
+  /**
+   * Notifications to the server are fire and forget: one that cannot be sent
+   * means the connection is gone, and then this process exits (main.ts).
+   */
+  private notify<P>(type: NotificationType<P>, params: P): void {
+    void this.conn.sendNotification(type, params).catch(() => undefined);
+  }
+
   private progress(message: string, percentage: number): void {
-    void this.conn.sendNotification(ChildProgress, { message, percentage }).catch(() => undefined);
+    this.notify(ChildProgress, { message, percentage });
   }
 
   private async create(input: MachineDescription): Promise<VmProcessStatus> {
@@ -196,9 +204,7 @@ export class VmRuntime {
       const exit = machine.exitResult;
       const terminal = change.to === 'shutdown' || change.to === 'crashed';
       if (terminal) for (const c of this.consoles.values()) c.flush();
-      void this.conn
-        .sendNotification(ChildStateChanged, { ...change, ...(terminal && exit !== undefined ? { exitStatus: exit.status } : {}) })
-        .catch(() => undefined);
+      this.notify(ChildStateChanged, { ...change, ...(terminal && exit !== undefined ? { exitStatus: exit.status } : {}) });
     });
     this.progress('machine ready', 100);
     return this.status();
@@ -211,7 +217,7 @@ export class VmRuntime {
     const now = Date.now();
     if (!force && now - this.lastProgressAt < 200) return;
     this.lastProgressAt = now;
-    void this.conn.sendNotification(ChildMigrationProgress, { status: status as MigrationStatusResult }).catch(() => undefined);
+    this.notify(ChildMigrationProgress, { status: status as MigrationStatusResult });
   }
 
   private async listenIncoming(machine: Machine, uri: string): Promise<void> {
@@ -338,7 +344,7 @@ export class VmRuntime {
   private chardev(id: string, spec: string): Chardev | undefined {
     if (spec === 'rpc' || spec === 'stdio') {
       const c = new RpcConsoleChardev(id, (port, data) => {
-        void this.conn.sendNotification(ChildConsoleOutput, { port, data: Buffer.from(data).toString('base64') }).catch(() => undefined);
+        this.notify(ChildConsoleOutput, { port, data: Buffer.from(data).toString('base64') });
       });
       this.consoles.set(id, c);
       return c;
