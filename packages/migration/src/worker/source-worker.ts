@@ -93,8 +93,11 @@ class SocketSink implements Sink {
       let body: unknown = null;
       try {
         body = text === '' ? null : JSON.parse(text);
-      } catch {
-        body = null;
+      } catch (err) {
+        // the destination writes every reply body with JSON.stringify: anything else is a broken peer
+        this.fail(new Error(`the destination sent a malformed reply (type ${type}: ${err instanceof Error ? err.message : String(err)})`));
+        this.socket.destroy();
+        return;
       }
       this.replies.push({ type, body });
     }
