@@ -49,12 +49,19 @@ export interface LoadedPlugin {
   loaded: boolean;
 }
 
+/** ENOENT or ENOTDIR: the path names nothing there is to read (as opposed to something we may not read). */
+function isMissing(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOENT' || code === 'ENOTDIR';
+}
+
 function readPackageJson(file: string): PackageJson | undefined {
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');
-  } catch {
-    return undefined;
+  } catch (err) {
+    if (isMissing(err)) return undefined;
+    throw new PluginError(`cannot read ${file}: ${(err as Error).message}`, { cause: err });
   }
   try {
     const parsed: unknown = JSON.parse(text);
@@ -131,8 +138,9 @@ function packageDirsIn(nodeModules: string): string[] {
   let entries: fs.Dirent[];
   try {
     entries = fs.readdirSync(nodeModules, { withFileTypes: true });
-  } catch {
-    return out;
+  } catch (err) {
+    if (isMissing(err)) return out;
+    throw new PluginError(`cannot list the plugins in ${nodeModules}: ${(err as Error).message}`, { cause: err });
   }
   for (const e of entries) {
     if (e.name.startsWith('.')) continue;
@@ -141,8 +149,9 @@ function packageDirsIn(nodeModules: string): string[] {
       let scoped: fs.Dirent[] = [];
       try {
         scoped = fs.readdirSync(p, { withFileTypes: true });
-      } catch {
-        continue;
+      } catch (err) {
+        if (isMissing(err)) continue;
+        throw new PluginError(`cannot list the plugins in ${p}: ${(err as Error).message}`, { cause: err });
       }
       for (const s of scoped) out.push(path.join(p, s.name));
     } else {

@@ -453,6 +453,7 @@ function hostModelName(): string | undefined {
     const m = /^model name\s*:\s*(.*)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'));
     return m?.[1]?.trim();
   } catch {
+    // only a fallback for when KVM's brand string leaves are empty (compose.ts): without /proc/cpuinfo there is none
     return undefined;
   }
 }
