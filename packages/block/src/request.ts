@@ -42,3 +42,14 @@ export async function forEachBlockPiece(
     done += n;
   }
 }
+
+/**
+ * Closes what a failed open had opened (a backing or parent image, then the
+ * file), in that order, and throws the open's error: that error is the one
+ * that says what is wrong with the image. A close failing during this unwind
+ * is dropped, as the open already failed for a reason the user can act on.
+ */
+export async function closeAfterFailedOpen(err: unknown, opened: ReadonlyArray<{ close(): Promise<void> } | undefined>): Promise<never> {
+  for (const o of opened) await o?.close().catch(() => undefined);
+  throw err;
+}

@@ -33,6 +33,7 @@ import {
   cacheModeIsUnsafe,
   checkRequest,
   checkWritable,
+  closeAfterFailedOpen,
   type BlockDevice,
   type BlockOpenOptions,
   type BlockStatusExtent,
@@ -250,9 +251,7 @@ export class Qcow2Device implements BlockDevice, RefcountHost {
       if (!readOnly) await dev.prepareForWriting(extras);
       return dev;
     } catch (e) {
-      await backing?.close().catch(() => undefined);
-      await file.close().catch(() => undefined);
-      throw e;
+      return closeAfterFailedOpen(e, [backing, file]);
     }
   }
 

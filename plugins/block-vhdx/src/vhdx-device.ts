@@ -41,6 +41,7 @@ import {
   LruCache,
   checkRequest,
   checkWritable,
+  closeAfterFailedOpen,
   forEachBlockPiece,
   openFirstParentCandidate,
   resolveParentCandidate,
@@ -278,9 +279,7 @@ export class VhdxDevice implements BlockDevice {
       }
       return new VhdxDevice(file, header, slot, params, regions, bat, Math.max(fileEnd, viewSize), overlay, parent, parentFilename, replayed);
     } catch (e) {
-      if (parent !== undefined) await parent.close().catch(() => undefined);
-      await file.close().catch(() => undefined);
-      throw e;
+      return closeAfterFailedOpen(e, [parent, file]);
     }
   }
 

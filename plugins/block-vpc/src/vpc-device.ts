@@ -29,6 +29,7 @@ import {
   LruCache,
   checkRequest,
   checkWritable,
+  closeAfterFailedOpen,
   forEachBlockPiece,
   openFirstParentCandidate,
   resolveParentCandidate,
@@ -162,9 +163,7 @@ export class VpcDevice implements BlockDevice {
       }
       return new VpcDevice(file, footer, size, dyn, parent, parentFilename);
     } catch (e) {
-      if (parent !== undefined) await parent.close().catch(() => undefined);
-      await file.close().catch(() => undefined);
-      throw e;
+      return closeAfterFailedOpen(e, [parent, file]);
     }
   }
 
