@@ -396,6 +396,7 @@ export class Qcow2Device implements BlockDevice, RefcountHost {
         return t;
       })();
       this.l2Loading.set(off, loading);
+      // callers await `loading` itself and see its error; this derived promise only clears the entry
       loading.finally(() => this.l2Loading.delete(off)).catch(() => undefined);
     }
     return loading;

@@ -166,6 +166,7 @@ export async function cmdRebase(
         await nb?.close();
       }
     } else if (newName !== undefined && fmt === undefined) {
+      // -u only rewrites the header: a new backing file that cannot be probed (it may not exist yet) is recorded without a format
       fmt = await reg.probe(resolveBackingFilename(filename, newName)).catch(() => undefined);
     }
     await dev.changeBackingFile(newName, newName !== undefined ? fmt : undefined);

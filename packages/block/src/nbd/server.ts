@@ -603,6 +603,7 @@ export class NbdServer {
     server.maxConnections = options.maxConnections ?? 16;
     server.on('connection', (socket) => self.accept(socket));
     if (options.socket !== undefined) {
+      // a socket left by an earlier server; if it cannot be removed, listen() below fails naming it
       await unlink(options.socket).catch(() => undefined);
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
@@ -650,7 +651,12 @@ export class NbdServer {
     await Promise.race([Promise.allSettled([...this.running]), deadline]);
     for (const s of this.connections) s.destroy();
     await closed;
-    if (this.options.socket !== undefined) await unlink(this.options.socket).catch(() => undefined);
+    const socket = this.options.socket;
+    if (socket !== undefined) {
+      await unlink(socket).catch((e: unknown) => {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') this.options.log?.(`nbd: cannot remove the socket ${socket}: ${e instanceof Error ? e.message : String(e)}`);
+      });
+    }
   }
 }
 

@@ -191,6 +191,7 @@ class FileSink implements Sink {
     await fs.rename(this.tmp, this.final);
   }
 
+  /** The migration failed: drop the partial stream. Nothing here can fail it further, so a close or unlink error is moot. */
   destroy(): void {
     if (!this.closed) void this.handle.close().catch(() => undefined);
     this.closed = true;
