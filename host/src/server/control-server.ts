@@ -91,6 +91,7 @@ function tsvmmVersion(): string {
     const v = (pkg as { version?: unknown }).version;
     return typeof v === 'string' ? v : '0.0.0';
   } catch {
+    // the version is only reported (initialize's serverInfo); a package without its package.json still serves
     return '0.0.0';
   }
 }

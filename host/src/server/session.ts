@@ -109,7 +109,9 @@ export class ClientSession {
       try {
         const json = JSON.stringify(message);
         this.transport.output.write(`Content-Length: ${Buffer.byteLength(json, 'utf8')}\r\n\r\n${json}`, () => resolve());
-      } catch {
+      } catch (err) {
+        // the transport is gone: there is no one left to send the error to
+        this.host.log('debug', `client ${this.id} (${this.transport.peer}): the error reply could not be written: ${err instanceof Error ? err.message : String(err)}`);
         resolve();
       }
     });

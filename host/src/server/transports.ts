@@ -81,6 +81,7 @@ async function removeStaleSocket(p: string): Promise<void> {
   try {
     st = fs.lstatSync(p);
   } catch {
+    // nothing there to remove (or nothing we may look at, which listen() then reports naming the path)
     return;
   }
   if (!st.isSocket()) throw new ConfigError(`'${p}' exists and is not a socket`, { hint: 'choose another path' });
