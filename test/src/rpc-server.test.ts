@@ -67,6 +67,13 @@ describe('rpc server (fake accelerator)', function () {
     expect(caps.features.find((f) => f.name === 'hotplug')).to.deep.include({ available: false });
   });
 
+  it('reports migration available exactly when KVM is usable', async () => {
+    const caps = await client.hostCapabilities();
+    const migration = caps.features.find((f) => f.name === 'migration');
+    expect(migration?.available).to.equal(caps.kvm.usable);
+    if (!caps.kvm.usable) expect(migration?.reason).to.match(/^needs KVM: /);
+  });
+
   it('lists plugins, machine types and CPU models', async () => {
     expect((await client.pluginList()).plugins.find((p) => p.name === '@tsvmm/plugin-serial-16550a')).to.deep.include({ kind: 'device' });
     expect((await client.machineListTypes()).machineTypes.find((m) => m.isDefault)?.name).to.equal('pc-i440fx-rhel7.0.0');

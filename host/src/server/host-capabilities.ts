@@ -111,7 +111,9 @@ export async function probeHostCapabilities(): Promise<HostCapabilities> {
   }
   features.push(
     { name: 'hotplug', available: false, reason: 'not implemented yet: no hot-plug controller (ACPI PCI hot-plug arrives in a later release)' },
-    { name: 'migration', available: false, reason: 'not implemented yet' },
+    kvm.usable
+      ? { name: 'migration', available: true, detail: 'live migration (precopy, xbzrle) over tcp/unix and save/restore to a file, with KVM dirty logging' }
+      : { name: 'migration', available: false, reason: `needs KVM: ${unknownReason ?? 'KVM is not usable'}` },
   );
   return { arch: os.arch(), platform: os.platform(), cpus: os.cpus().length, kvm, features };
 }
