@@ -10,6 +10,8 @@
  * A stdio server has exactly one client by construction (the process that
  * spawned it), so "50 clients over stdio" means 50 server processes, each
  * with its one client — for tsvmm each of those also runs its own VM process.
+ * Measurement starts once the spawned processes have gone idle (settle()),
+ * for both servers alike.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -124,6 +126,50 @@ async function client(kind: Kind, ep: Endpoint): Promise<{ conn: MessageConnecti
 
 const sharedVm = new Map<Endpoint, string>();
 
+/** CPU time (clock ticks) used so far by every process below this one. */
+function descendantTicks(): number {
+  let total = 0;
+  const children = new Map<number, number[]>();
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat: string;
+    try {
+      stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
+    } catch {
+      continue; // the process ended while we listed /proc
+    }
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ppid = Number(fields[1]);
+    const list = children.get(ppid) ?? [];
+    list.push(Number(entry));
+    children.set(ppid, list);
+    if (ppid >= 0) children.set(-Number(entry), [Number(fields[11]) + Number(fields[12])]);
+  }
+  const stack = [...(children.get(process.pid) ?? [])];
+  while (stack.length > 0) {
+    const pid = stack.pop() as number;
+    total += children.get(-pid)?.[0] ?? 0;
+    stack.push(...(children.get(pid) ?? []));
+  }
+  return total;
+}
+
+/**
+ * Waits until the servers (and, for tsvmm, their VM processes) have finished
+ * starting up, so that start-up work of fifty freshly spawned processes is
+ * not counted as request handling: the rows measure a steady state.
+ */
+async function settle(): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  let last = descendantTicks();
+  while (Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 500));
+    const now = descendantTicks();
+    if (now - last <= 2) return;
+    last = now;
+  }
+}
+
 interface Result {
   latencies: number[];
   seconds: number;
@@ -145,6 +191,7 @@ async function measure(kind: Kind, transport: Transport, clients: number): Promi
       cs.push(c);
     }
     const perClient = Math.max(50, Math.floor(REQUESTS / clients));
+    await settle();
     // warm-up
     await Promise.all(cs.map(async (c) => {
       for (let i = 0; i < 50; i++) await c.call();

@@ -14,8 +14,16 @@
  * - treats a header block without a usable Content-Length (or one that never
  *   ends) as fatal: without a length the next frame cannot be found.
  */
-import type { Readable } from 'node:stream';
-import { AbstractMessageReader, type DataCallback, type Disposable, type Message, type MessageReader } from 'vscode-jsonrpc';
+import type { Readable, Writable } from 'node:stream';
+import {
+  AbstractMessageReader,
+  AbstractMessageWriter,
+  type DataCallback,
+  type Disposable,
+  type Message,
+  type MessageReader,
+  type MessageWriter,
+} from 'vscode-jsonrpc';
 import { ErrorCodes } from '@tsvmm/protocol';
 
 export const DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
@@ -215,5 +223,44 @@ export class LspMessageReader extends AbstractMessageReader implements MessageRe
     this.dead = true;
     this.header = [];
     this.opts.onFrameError({ code: ErrorCodes.ParseError, message: `framing error: ${message}; closing the connection`, id: null, fatal: true });
+  }
+}
+
+/**
+ * The writing half of the framing: header and body go out in one write, so a
+ * message costs one system call (vscode-jsonrpc's stream writer issues two).
+ * Writes are synchronous calls on the stream, so messages keep their order.
+ */
+export class LspMessageWriter extends AbstractMessageWriter implements MessageWriter {
+  private errorCount = 0;
+
+  constructor(private readonly output: Writable) {
+    super();
+    output.on('error', (err: Error) => this.fireError(err));
+    output.on('close', () => this.fireClose());
+  }
+
+  write(msg: Message): Promise<void> {
+    const body = Buffer.from(JSON.stringify(msg), 'utf8');
+    const header = `Content-Length: ${body.length}\r\n\r\n`;
+    const frame = Buffer.allocUnsafe(header.length + body.length);
+    frame.write(header, 0, 'ascii');
+    body.copy(frame, header.length);
+    return new Promise((resolve, reject) => {
+      this.output.write(frame, (err) => {
+        if (err) {
+          this.errorCount++;
+          this.fireError(err, msg, this.errorCount);
+          reject(err);
+        } else {
+          this.errorCount = 0;
+          resolve();
+        }
+      });
+    });
+  }
+
+  end(): void {
+    this.output.end();
   }
 }

@@ -14,10 +14,10 @@ import {
   type Logger,
   type MessageConnection,
 } from 'vscode-jsonrpc';
-import { createMessageConnection, StreamMessageWriter } from 'vscode-jsonrpc/node.js';
+import { createMessageConnection } from 'vscode-jsonrpc/node.js';
 import type { z } from 'zod';
 import { ProtocolError, toResponseError } from './errors.js';
-import { LspMessageReader, type FrameError } from './framing.js';
+import { LspMessageReader, LspMessageWriter, type FrameError } from './framing.js';
 
 export type SessionState = 'uninitialized' | 'initialized' | 'shutdown' | 'closed';
 
@@ -74,7 +74,7 @@ export class ClientSession {
       maxMessageBytes: host.maxMessageBytes,
       onFrameError: (e) => this.onFrameError(e),
     });
-    const writer = new StreamMessageWriter(transport.output);
+    const writer = new LspMessageWriter(transport.output);
     const logger: Logger = {
       error: (m) => host.log('debug', `client ${this.id}: ${m}`),
       warn: (m) => host.log('debug', `client ${this.id}: ${m}`),

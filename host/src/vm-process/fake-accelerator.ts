@@ -36,14 +36,11 @@ const DEBUG_EXIT_PORT = 0xf4;
 const IER = COM1 + 1;
 const IER_RX_AVAILABLE = 0x01;
 const COM1_IRQ = 4;
-/** The guest reads input when the UART raises IRQ 4, like a real driver; this slow poll is only a safety net. */
-const POLL_MS = 100;
 
 class FakeGuestVm extends FakeNotifyServices implements AcceleratorVm {
   readonly ram;
   private sink: ExitSink | undefined;
   private running = false;
-  private poll: NodeJS.Timeout | undefined;
   private ticker: NodeJS.Timeout | undefined;
   private tickMs = 0;
   private ticks = 0;
@@ -113,15 +110,14 @@ class FakeGuestVm extends FakeNotifyServices implements AcceleratorVm {
       return;
     }
     this.running = true;
-    this.poll = setInterval(() => this.pollUart(), POLL_MS);
+    // Input arrives by IRQ 4 (setIrq below); an idle fake guest, like a halted real one, wakes nobody.
+    this.pollUart();
     if (this.tickMs > 0) this.startTicker();
   }
 
   private stopRunning(): void {
     this.running = false;
-    if (this.poll !== undefined) clearInterval(this.poll);
     if (this.ticker !== undefined) clearInterval(this.ticker);
-    this.poll = undefined;
     this.ticker = undefined;
   }
 
