@@ -136,8 +136,12 @@ async function main(): Promise<void> {
     const t2: number[] = [];
     for (let i = 0; i < repeat; i++) {
       for (const n of ['q.qcow2', 't.qcow2', 'q.raw', 't.raw']) rmSync(f(n), { force: true });
-      // alternate who goes first so neither always inherits the other's page-cache state
-      const qemuFirst = i % 2 === 0;
+      // who goes first follows ABBA order (Q T, T Q, T Q, Q T, ...): on this
+      // machine every other iteration is slower for whichever tool runs
+      // second in it (the kernel handing out page-cache pages the host has
+      // to fault back in after the previous outputs were deleted), and plain
+      // alternation lines that period up with one tool
+      const qemuFirst = i % 4 === 0 || i % 4 === 3;
       if (qemuFirst) q1.push(timeQemu(['convert', '-O', 'qcow2', f('src.raw'), f('q.qcow2')]));
       t1.push(await timeImg(['convert', '-O', 'qcow2', f('src.raw'), f('t.qcow2')]));
       if (!qemuFirst) q1.push(timeQemu(['convert', '-O', 'qcow2', f('src.raw'), f('q.qcow2')]));
@@ -147,6 +151,7 @@ async function main(): Promise<void> {
     }
     rows.push({ task: 'convert 1 GiB raw (3/8 data) -> qcow2', qemu: q1, ours: t1 });
     rows.push({ task: 'convert that qcow2 -> raw', qemu: q2, ours: t2 });
+    console.error('runs (s): ' + rows.map((r) => `${r.task}: qemu-img ${r.qemu.map((x) => x.toFixed(3)).join(' ')}; tsvmm ${r.ours.map((x) => x.toFixed(3)).join(' ')}`).join(' / '));
 
     console.error('preparing 10 GiB sparse qcow2...');
     qemu('qemu-img', ['create', '-q', '-f', 'qcow2', f('sparse.qcow2'), '10G']);
