@@ -183,6 +183,68 @@ describe('rpc server (fake accelerator)', function () {
     await client.vmDestroy({ vmId });
   });
 
+  it('cold-plugs and cold-unplugs a PCI device before the VM first runs, with device/added and device/removed', async () => {
+    const vmId = await create();
+    const added: unknown[] = [];
+    const removed: unknown[] = [];
+    const subs = [client.onDeviceAdded((p) => added.push(p)), client.onDeviceRemoved((p) => removed.push(p))];
+    try {
+      const info = await client.deviceAdd({ vmId, device: { driver: 'virtio-rng-pci', id: 'rng0' } });
+      expect(info).to.include({ id: 'rng0', driver: 'virtio-rng-pci' });
+      expect(info.properties?.['addr']).to.be.a('string');
+      // the notification is sent before the response, so it is already here
+      expect(added).to.deep.equal([{ vmId, device: info }]);
+      expect(((await client.vmStatus({ vmId })).devices ?? []).map((d) => d.id)).to.include('rng0');
+      expect((await client.deviceList({ vmId })).devices.map((d) => d.id)).to.include('rng0');
+
+      expect(await client.deviceRemove({ vmId, id: 'rng0' })).to.deep.equal({ id: 'rng0' });
+      expect(removed).to.deep.equal([{ vmId, id: 'rng0' }]);
+      expect(((await client.vmStatus({ vmId })).devices ?? []).map((d) => d.id)).to.not.include('rng0');
+      // the id (and the PCI slot) can be used again
+      const again = await client.deviceAdd({ vmId, device: { driver: 'virtio-rng-pci', id: 'rng0' } });
+      expect(again.properties?.['addr']).to.equal(info.properties?.['addr']);
+
+      await client.vmStart({ vmId });
+      const late = await rpcError(client.deviceAdd({ vmId, device: { driver: 'virtio-rng-pci', id: 'rng1' } }));
+      expect(late.code).to.equal(ErrorCodes.HotplugUnsupported);
+      expect(late.message).to.match(/cannot hot-plug device type 'virtio-rng-pci': hot-plug is not implemented yet.*before the VM first runs/);
+      const lateRemove = await rpcError(client.deviceRemove({ vmId, id: 'rng0' }));
+      expect(lateRemove.code).to.equal(ErrorCodes.HotplugUnsupported);
+      expect((await client.deviceList({ vmId })).devices.map((d) => d.id)).to.include('rng0');
+      expect(added).to.have.length(2);
+      expect(removed).to.have.length(1);
+    } finally {
+      for (const s of subs) s.dispose();
+      await client.vmDestroy({ vmId });
+    }
+  });
+
+  it('cold-plugs behind a pci-bridge and refuses to remove the bridge while a device sits on its bus', async () => {
+    const vmId = await create({ devices: [{ driver: 'pci-bridge', id: 'br0', chassis_nr: 1 }] });
+    const dev = await client.deviceAdd({ vmId, device: { driver: 'virtio-rng-pci', id: 'rngb', bus: 'br0' } });
+    expect(dev.id).to.equal('rngb');
+    const busy = await rpcError(client.deviceRemove({ vmId, id: 'br0' }));
+    expect(busy.code).to.equal(ErrorCodes.InvalidVmState);
+    expect(busy.message).to.match(/cannot remove device 'br0' \(pci-bridge\): rngb sits on its bus/);
+    await client.deviceRemove({ vmId, id: 'rngb' });
+    await client.deviceRemove({ vmId, id: 'br0' });
+    const left = (await client.deviceList({ vmId })).devices.map((d) => d.id);
+    expect(left).to.not.include('br0');
+    expect(left).to.not.include('rngb');
+    await client.vmDestroy({ vmId });
+  });
+
+  it('refuses to cold-plug a device whose realize fails, leaving the device set as it was', async () => {
+    const vmId = await create();
+    const before = (await client.deviceList({ vmId })).devices.map((d) => d.id);
+    const e = await rpcError(client.deviceAdd({ vmId, device: { driver: 'virtio-rng-pci', id: 'rngx', filename: `${dir}/no-such-rng` } }));
+    expect(e.message).to.match(/no-such-rng/);
+    expect((await client.deviceList({ vmId })).devices.map((d) => d.id)).to.deep.equal(before);
+    // and the slot it would have taken is free again
+    await client.deviceAdd({ vmId, device: { driver: 'virtio-rng-pci', id: 'rngx' } });
+    await client.vmDestroy({ vmId });
+  });
+
   it('validates device/remove before refusing unplug with the reason', async () => {
     const vmId = await create();
     const missing = await rpcError(client.deviceRemove({ vmId, id: 'nope' }));

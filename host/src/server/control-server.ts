@@ -15,8 +15,10 @@ import {
   ConsoleWrite,
   CpuListModels,
   DeviceAdd,
+  DeviceAdded,
   DeviceList,
   DeviceRemove,
+  DeviceRemoved,
   ErrorCodes,
   HostCapabilitiesRequest,
   Initialize,
@@ -136,6 +138,8 @@ export class ControlServer implements SessionHost {
     });
     this.supervisor.on('stateChanged', (vmId, c) => this.broadcast(VmStateChanged.method, { vmId, ...c }));
     this.supervisor.on('consoleOutput', (vmId, o) => this.broadcast(ConsoleOutput.method, { vmId, port: o.port, data: o.data }));
+    this.supervisor.on('deviceAdded', (vmId, device) => this.broadcast(DeviceAdded.method, { vmId, device }));
+    this.supervisor.on('deviceRemoved', (vmId, id) => this.broadcast(DeviceRemoved.method, { vmId, id }));
     this.supervisor.on('log', (vmId, l) => {
       const params = {
         type: MESSAGE_TYPE[l.level],

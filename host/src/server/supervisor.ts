@@ -4,7 +4,7 @@
  * reported with its reason); the server and the other VMs carry on.
  */
 import { EventEmitter } from 'node:events';
-import type { MachineDescription, VmState } from '@tsvmm/protocol';
+import type { DeviceInfo, MachineDescription, VmState } from '@tsvmm/protocol';
 import { ErrorCodes } from '@tsvmm/protocol';
 import type { CancellationToken } from 'vscode-jsonrpc';
 import { ChildShutdown, type VmProcessStatus } from '../vm-process/channel.js';
@@ -17,6 +17,8 @@ const SHUTDOWN_GRACE_MS = 10_000;
 export interface SupervisorEvents {
   stateChanged: [string, VmStateChangeEvent];
   consoleOutput: [string, { port: string; data: string }];
+  deviceAdded: [string, DeviceInfo];
+  deviceRemoved: [string, string];
   log: [string, VmLogEvent];
 }
 
@@ -58,6 +60,8 @@ export class VmSupervisor extends EventEmitter<SupervisorEvents> {
       this.vms.set(vmId, handle);
       handle.on('stateChanged', (c) => this.emit('stateChanged', vmId, c));
       handle.on('consoleOutput', (o) => this.emit('consoleOutput', vmId, o));
+      handle.on('deviceAdded', (d) => this.emit('deviceAdded', vmId, d));
+      handle.on('deviceRemoved', (id) => this.emit('deviceRemoved', vmId, id));
       return { handle, status };
     } catch (err) {
       handle.off('log', onLog);

@@ -10,12 +10,14 @@ import { EventEmitter } from 'node:events';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { ErrorCodes, type MachineDescription, type MigrationStatusResult, type StateReason, type VmState, type VmStatus } from '@tsvmm/protocol';
+import { ErrorCodes, type DeviceInfo, type MachineDescription, type MigrationStatusResult, type StateReason, type VmState, type VmStatus } from '@tsvmm/protocol';
 import { ResponseError, type CancellationToken, type MessageConnection, type RequestType, type RequestType0 } from 'vscode-jsonrpc';
 import { createMessageConnection, IPCMessageReader, IPCMessageWriter } from 'vscode-jsonrpc/node.js';
 import {
   ChildConsoleOutput,
   ChildCreate,
+  ChildDeviceAdded,
+  ChildDeviceRemoved,
   ChildLog,
   ChildMigrationProgress,
   ChildProgress,
@@ -48,6 +50,8 @@ export interface VmLogEvent {
 
 export interface VmProcessEvents {
   stateChanged: [VmStateChangeEvent];
+  deviceAdded: [DeviceInfo];
+  deviceRemoved: [string];
   consoleOutput: [{ port: string; data: string }];
   log: [VmLogEvent];
   progress: [{ message: string; percentage: number }];
@@ -98,6 +102,14 @@ export class VmProcessHandle extends EventEmitter<VmProcessEvents> {
     }
     this.conn = createMessageConnection(new IPCMessageReader(this.child), new IPCMessageWriter(this.child));
     this.conn.onNotification(ChildStateChanged, (c) => this.applyState(c));
+    this.conn.onNotification(ChildDeviceAdded, (p) => {
+      if (this.lastStatus !== undefined) this.lastStatus = { ...this.lastStatus, devices: [...this.lastStatus.devices, p.device] };
+      this.emit('deviceAdded', p.device);
+    });
+    this.conn.onNotification(ChildDeviceRemoved, (p) => {
+      if (this.lastStatus !== undefined) this.lastStatus = { ...this.lastStatus, devices: this.lastStatus.devices.filter((d) => d.id !== p.id) };
+      this.emit('deviceRemoved', p.id);
+    });
     this.conn.onNotification(ChildConsoleOutput, (o) => this.emit('consoleOutput', o));
     this.conn.onNotification(ChildLog, (l) => this.emit('log', l));
     this.conn.onNotification(ChildProgress, (p) => this.emit('progress', p));

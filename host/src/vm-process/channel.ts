@@ -58,6 +58,10 @@ export const ChildMigrationSetParameters = new RequestType<
 export const ChildMigrationStatus = new RequestType0<MigrationStatusResult, unknown>('vmp/migrationStatus');
 
 export const ChildStateChanged = new NotificationType<VmProcessStateChange>('vmp/stateChanged', byName);
+/** a device was cold-plugged (sent before the response of the vmp/deviceAdd that did it) */
+export const ChildDeviceAdded = new NotificationType<{ device: DeviceInfo }>('vmp/deviceAdded', byName);
+/** a device was cold-unplugged (sent before the response of the vmp/deviceRemove that did it) */
+export const ChildDeviceRemoved = new NotificationType<{ id: string }>('vmp/deviceRemoved', byName);
 /** the migration's statistics, at most every 200 ms while it runs */
 export const ChildMigrationProgress = new NotificationType<{ status: MigrationStatusResult }>('vmp/migrationProgress', byName);
 /** data is base64 */

@@ -64,6 +64,8 @@ import {
   ChildShutdown,
   ChildStart,
   ChildStateChanged,
+  ChildDeviceAdded,
+  ChildDeviceRemoved,
   ChildStatus,
   type VmProcessStatus,
 } from './channel.js';
@@ -389,8 +391,15 @@ export class VmRuntime {
     }
     const { driver: _driver, id: _id, ...props } = spec;
     parseProperties(def.properties, { ...(m.machineType.compatProps[def.name] ?? {}), ...props }, `device '${id ?? def.name}' (${def.name})`);
-    throw new ProtocolError(ErrorCodes.HotplugUnsupported, `cannot hot-plug device type '${def.name}': ${hotplugReason(def)}`, {
-      reason: hotplugReason(def),
+    if (m.coldPlugRefusal(def) === undefined) {
+      // cold-plug: the VM has not run yet, so no hot-plug controller is needed
+      const device = await m.coldPlug(spec);
+      this.notify(ChildDeviceAdded, { device });
+      return device;
+    }
+    const reason = hotplugReason(def);
+    throw new ProtocolError(ErrorCodes.HotplugUnsupported, `cannot hot-plug device type '${def.name}': ${reason}${def.bus === 'pci' ? `; ${COLD_PLUG_HINT}` : ''}`, {
+      reason,
     });
   }
 
@@ -401,14 +410,17 @@ export class VmRuntime {
       throw new ProtocolError(ErrorCodes.DeviceNotFound, `no device '${id}' in this VM`, {});
     }
     const board = m.machineType.boardDevices.some((b) => b.id === id);
+    const def = this.registry?.definitions<DeviceTypeDefinition>('device').find((d) => d.name === dev.driver);
+    if (!board && def !== undefined && m.coldPlugRefusal(def) === undefined) {
+      await m.coldUnplug(id);
+      this.notify(ChildDeviceRemoved, { id });
+      return { id };
+    }
     let reason: string;
     if (board) reason = `it is part of the ${m.machineType.name} board`;
-    else {
-      const registry = this.registry;
-      const def = registry?.definitions<DeviceTypeDefinition>('device').find((d) => d.name === dev.driver);
-      reason = def === undefined ? 'its device type is not known to this VM process' : hotplugReason(def);
-    }
-    throw new ProtocolError(ErrorCodes.HotplugUnsupported, `cannot unplug device '${id}' (${dev.driver}): ${reason}`, { reason });
+    else reason = def === undefined ? 'its device type is not known to this VM process' : hotplugReason(def);
+    const hint = !board && def?.bus === 'pci' ? `; ${COLD_PLUG_HINT}` : '';
+    throw new ProtocolError(ErrorCodes.HotplugUnsupported, `cannot unplug device '${id}' (${dev.driver}): ${reason}${hint}`, { reason });
   }
 
   private consoleWrite(port: string, data: string): { written: number } {
@@ -441,8 +453,10 @@ export class VmRuntime {
   }
 }
 
+const COLD_PLUG_HINT = 'PCI devices can be added and removed before the VM first runs: vm/create, then device/add or device/remove, then vm/start';
+
 function hotplugReason(def: DeviceTypeDefinition): string {
-  if (!def.hotpluggable) {
+  if (def.bus !== 'pci' && !def.hotpluggable) {
     return `it sits on the ${def.bus} bus, which has no hot-plug mechanism (such devices exist from power-on, as on real hardware)`;
   }
   return `hot-plug is not implemented yet: this tsvmm has no hot-plug controller for the ${def.bus} bus (ACPI PCI hot-plug arrives in a later release)`;

@@ -89,6 +89,8 @@ interface DeviceEntry {
   device: Device;
   driver: string;
   realized: boolean;
+  /** the bus= property it was created with (a bridge's id, say) */
+  bus?: string;
 }
 
 export interface MachineOptions {
@@ -167,6 +169,8 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
   private exitInfo: MachineExit | undefined;
   /** devices were quiesced for a migration's final copy: resume() lets them run again */
   private quiesced = false;
+  /** RAM, vCPU and device state come from a migration stream */
+  private incoming = false;
 
   private constructor(
     readonly description: MachineDescription,
@@ -253,6 +257,7 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
       chardevFactory: options.chardevFactory ?? createChardev,
     });
     machine.kernelImage = kernelImage;
+    machine.incoming = options.incoming === true;
     try {
       machine.fillFirmwareConfig();
       await machine.createDevices();
@@ -811,33 +816,110 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
     const used = new Set<string>();
     const counters = new Map<string, number>();
     const created: DeviceEntry[] = [];
-    for (const spec of specs) {
-      const def = await this.deviceType(spec.driver);
-      let id = spec.id;
-      if (id === undefined) {
-        const prefix = def.idPrefix ?? def.name.replace(/[^A-Za-z0-9]/g, '');
-        let n = counters.get(prefix) ?? 0;
-        while (used.has(`${prefix}${n}`)) n++;
-        counters.set(prefix, n + 1);
-        id = `${prefix}${n}`;
-      }
-      if (used.has(id)) throw new ConfigError(`device id '${id}' is used twice`, { hint: 'give each device a unique id=' });
-      used.add(id);
-      const { driver: _driver, id: _id, ...userProps } = spec;
-      const props = { ...(this.machineType.compatProps[def.name] ?? {}), ...userProps };
-      const parsed = parseProperties(def.properties, props, `device '${id}' (${def.name})`);
-      created.push({ device: def.create(id, parsed), driver: def.name, realized: false });
+    for (const spec of specs) created.push(await this.instantiate(spec, used, counters));
+    for (const entry of created) await this.realizeEntry(entry);
+  }
+
+  /** Resolves a spec's type, gives it an id (or checks the one it has) and creates the device, unrealized. */
+  private async instantiate(spec: DeviceSpec, used: Set<string>, counters: Map<string, number>): Promise<DeviceEntry> {
+    const def = await this.deviceType(spec.driver);
+    let id = spec.id;
+    if (id === undefined) {
+      const prefix = def.idPrefix ?? def.name.replace(/[^A-Za-z0-9]/g, '');
+      let n = counters.get(prefix) ?? 0;
+      while (used.has(`${prefix}${n}`)) n++;
+      counters.set(prefix, n + 1);
+      id = `${prefix}${n}`;
     }
-    for (const entry of created) {
-      this.devices.push(entry);
-      try {
-        await entry.device.realize(this.deviceContext(this.opts.log.child({ device: entry.device.id })));
-      } catch (err) {
-        if (err instanceof TsvmmError) throw err;
-        throw new ConfigError(`device '${entry.device.id}' (${entry.driver}) failed to start: ${(err as Error).message}`, { cause: err });
-      }
-      entry.realized = true;
+    if (used.has(id)) throw new ConfigError(`device id '${id}' is used twice`, { hint: 'give each device a unique id=' });
+    used.add(id);
+    const { driver: _driver, id: _id, ...userProps } = spec;
+    const props = { ...(this.machineType.compatProps[def.name] ?? {}), ...userProps };
+    const parsed = parseProperties(def.properties, props, `device '${id}' (${def.name})`);
+    const bus = typeof userProps['bus'] === 'string' ? userProps['bus'] : undefined;
+    return { device: def.create(id, parsed), driver: def.name, realized: false, ...(bus !== undefined ? { bus } : {}) };
+  }
+
+  private async realizeEntry(entry: DeviceEntry): Promise<void> {
+    this.devices.push(entry);
+    try {
+      await entry.device.realize(this.deviceContext(this.opts.log.child({ device: entry.device.id })));
+    } catch (err) {
+      if (err instanceof TsvmmError) throw err;
+      throw new ConfigError(`device '${entry.device.id}' (${entry.driver}) failed to start: ${(err as Error).message}`, { cause: err });
     }
+    entry.realized = true;
+  }
+
+  /**
+   * Why a device cannot be cold-plugged or cold-unplugged now, or undefined
+   * when it can: only before the machine first runs (so no guest and no
+   * firmware has seen the device set), not on a machine waiting for a
+   * migration stream (its device set must be the source's), and only
+   * devices on the PCI bus (ISA and system devices have fixed resources
+   * and come with the board or the command line).
+   */
+  coldPlugRefusal(def: DeviceTypeDefinition): string | undefined {
+    if (this.stateValue !== 'created') return `the VM has already run (it is ${this.stateValue})`;
+    if (this.incoming) return 'the VM waits for a migration stream, whose device set is the source\'s';
+    if (def.bus !== 'pci') return `it sits on the ${def.bus} bus, where devices exist from power-on`;
+    return undefined;
+  }
+
+  /**
+   * Cold-plug (QEMU's device_add under -S): adds a device to a machine that
+   * has not run yet. The device is realized as if it had been the last one
+   * of the description, then every device is reset and the firmware-like
+   * set-up (machineReady: PCI bus numbers, BARs, interrupt lines) runs again,
+   * exactly as on a machine reset, so the guest finds the new device laid
+   * out as a boot-time one. On failure nothing is left behind.
+   */
+  async coldPlug(spec: DeviceSpec): Promise<{ id: string; driver: string; properties: Record<string, unknown> }> {
+    const def = await this.deviceType(spec.driver);
+    const refusal = this.coldPlugRefusal(def);
+    if (refusal !== undefined) throw new VmStateError(`cannot add device type '${def.name}' now: ${refusal}`);
+    const used = new Set(this.devices.map((d) => d.device.id));
+    const entry = await this.instantiate(spec, used, new Map());
+    try {
+      await this.realizeEntry(entry);
+    } catch (err) {
+      await this.dropEntry(entry);
+      throw err;
+    }
+    this.relayout();
+    return { id: entry.device.id, driver: entry.driver, properties: entry.device.describe() };
+  }
+
+  /** Cold-unplug: the reverse of coldPlug, under the same conditions. */
+  async coldUnplug(id: string): Promise<void> {
+    const entry = this.devices.find((d) => d.device.id === id);
+    if (entry === undefined) throw new ConfigError(`no device '${id}' in this VM`);
+    if (this.machineType.boardDevices.some((b) => b.id === id)) {
+      throw new VmStateError(`cannot remove device '${id}': it is part of the ${this.machineType.name} board`);
+    }
+    const refusal = this.coldPlugRefusal(await this.deviceType(entry.driver));
+    if (refusal !== undefined) throw new VmStateError(`cannot remove device '${id}' (${entry.driver}) now: ${refusal}`);
+    const behind = this.devices.filter((d) => d.bus === id).map((d) => d.device.id);
+    if (behind.length > 0) {
+      throw new VmStateError(`cannot remove device '${id}' (${entry.driver}): ${behind.join(', ')} ${behind.length === 1 ? 'sits' : 'sit'} on its bus`, {
+        hint: 'remove those first',
+      });
+    }
+    await this.dropEntry(entry);
+    this.relayout();
+  }
+
+  private async dropEntry(entry: DeviceEntry): Promise<void> {
+    const i = this.devices.indexOf(entry);
+    if (i >= 0) this.devices.splice(i, 1);
+    if (entry.realized) await entry.device.unrealize();
+    entry.realized = false;
+  }
+
+  /** Power-on state for every device and the firmware's set-up again, as after a reset (the vCPUs have not run). */
+  private relayout(): void {
+    for (const d of this.devices) d.device.reset();
+    this.devicesReady();
   }
 
   private devicesReady(): void {

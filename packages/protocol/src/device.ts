@@ -1,7 +1,9 @@
 /**
- * Devices of a running VM. Hot-plug itself arrives in a later protocol
- * version; `device/add` and `device/remove` already validate their input and
- * answer HotplugUnsupported naming why the bus or device cannot hot-plug.
+ * Devices of a VM. Since 1.2.0 `device/add` and `device/remove` cold-plug
+ * PCI devices into a VM that has not run yet (between vm/create and
+ * vm/start, as QEMU's device_add under -S). Hot-plug into a running guest
+ * arrives in a later protocol version; until then they validate their input
+ * and answer HotplugUnsupported naming why.
  */
 import { z } from 'zod';
 import { deviceInfoSchema, vmIdSchema, vmParamsSchema } from './common.js';
@@ -18,7 +20,7 @@ export const DeviceList = defineRequest('device/list', {
 
 export const DeviceAdd = defineRequest('device/add', {
   doc:
-    'Hot-plugs a device. The spec is validated first (device type installed, properties valid, id unused); then, in this version, the answer is HotplugUnsupported naming why the device or its bus cannot be hot-plugged. `device/added` is sent once a device has really been added.',
+    'Adds a device. The spec is validated first (device type installed, properties valid, id unused). A PCI device added to a VM that has not run yet (state `created`, not waiting for a migration stream) is cold-plugged: realized and laid out as a boot-time device would be, `device/added` is sent, and the result describes it (since 1.2.0). Otherwise the answer is HotplugUnsupported naming why the device or its bus cannot be hot-plugged in this version.',
   since: '1.0.0',
   params: z.strictObject({ vmId: vmIdSchema, device: deviceSpecSchema }),
   result: deviceInfoSchema,
@@ -27,7 +29,7 @@ export const DeviceAdd = defineRequest('device/add', {
 
 export const DeviceRemove = defineRequest('device/remove', {
   doc:
-    'Hot-unplugs a device. The id is checked first; then, in this version, the answer is HotplugUnsupported naming why. `device/removed` is sent once the guest has released the device, so the id can be reused safely.',
+    'Removes a device. The id is checked first. A PCI device of a VM that has not run yet is cold-unplugged (since 1.2.0; refused with InvalidVmState while devices sit on its bus), and `device/removed` is sent once it is gone, so the id can be reused safely. Otherwise the answer is HotplugUnsupported naming why.',
   since: '1.0.0',
   params: z.strictObject({ vmId: vmIdSchema, id: z.string().min(1) }),
   result: z.object({ id: z.string() }),
@@ -35,13 +37,13 @@ export const DeviceRemove = defineRequest('device/remove', {
 });
 
 export const DeviceAdded = defineNotification('device/added', {
-  doc: 'A device was added and is usable by the guest.',
+  doc: 'A device was added and is usable by the guest; sent before the response of the device/add that added it.',
   since: '1.0.0',
   params: z.object({ vmId: vmIdSchema, device: deviceInfoSchema }),
 });
 
 export const DeviceRemoved = defineNotification('device/removed', {
-  doc: 'A device is gone; its id may be reused.',
+  doc: 'A device is gone; its id may be reused. Sent before the response of the device/remove that removed it.',
   since: '1.0.0',
   params: z.object({ vmId: vmIdSchema, id: z.string() }),
 });

@@ -8,7 +8,7 @@
  * minor release, and is removed only with a major bump. A client that sees a
  * different major version must not assume anything beyond `initialize`.
  */
-export const PROTOCOL_VERSION = '1.1.0';
+export const PROTOCOL_VERSION = '1.2.0';
 
 /** The major version a server speaks; clients compare majors only. */
 export function protocolMajor(version: string): number | undefined {
