@@ -61,3 +61,38 @@ describe('PCI configuration errors (tsvmm run)', function () {
     expect(errorLine(run('pci-testdev,addr=0x20').stderr)).to.match(/'addr': PCI slot 0x20 .* out of range/);
   });
 });
+
+describe('rng object errors (tsvmm run)', function () {
+  this.timeout(60_000);
+  before(function () {
+    this.timeout(120_000);
+    requireVmm('tsvmm');
+    buildGuests();
+  });
+
+  const runWith = (...args: string[]): { status: number | null; stderr: string } => {
+    const r = spawnSync(process.execPath, [tsvmmCli, 'run', '--kernel', guestImage('pci_dump.elf'), '--serial', 'null', ...args], {
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+    return { status: r.status, stderr: r.stderr };
+  };
+
+  it('an unknown object type lists the supported ones', () => {
+    const r = runWith('--object', 'rng-egd,id=r0');
+    expect(r.status).to.equal(2);
+    expect(errorLine(r.stderr)).to.match(/unknown object type: the supported ones are 'iothread', 'rng-random' and 'rng-builtin'/);
+  });
+
+  it('rng= naming no object says how to define one', () => {
+    const r = runWith('--device', 'virtio-rng-pci,rng=r9');
+    expect(r.status).to.equal(2);
+    expect(errorLine(r.stderr)).to.match(/no rng object 'r9' \(define it with --object rng-random,id=r9,filename=\/dev\/urandom\)/);
+  });
+
+  it('an rng object and an iothread may not share an id', () => {
+    const r = runWith('--object', 'iothread,id=x', '--object', 'rng-builtin,id=x');
+    expect(r.status).to.equal(2);
+    expect(errorLine(r.stderr)).to.match(/object id 'x' is used twice/);
+  });
+});

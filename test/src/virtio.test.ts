@@ -92,16 +92,19 @@ function virtioSuite(vmm: Vmm): void {
       boot({ kernel: guestImage('virtio_rng.elf'), extraArgs: dev(vmm, 'virtio-rng-pci') }),
     );
 
-    describeTapGuest('virtio-rng with EVENT_IDX and an explicit source (tsvmm filename=, QEMU rng-random)', () =>
+    describeTapGuest('virtio-rng with EVENT_IDX and an explicit source (the same -object rng-random and rng= on both)', () =>
       boot({
         kernel: guestImage('virtio_rng.elf'),
         append: 'event_idx=1',
-        extraArgs:
-          vmm === 'qemu'
-            ? ['-object', 'rng-random,id=rng0,filename=/dev/urandom', '-device', 'virtio-rng-pci,rng=rng0']
-            : dev(vmm, 'virtio-rng-pci,filename=/dev/urandom'),
+        extraArgs: [...opt(vmm, 'object', 'rng-random,id=rng0,filename=/dev/urandom'), ...dev(vmm, 'virtio-rng-pci,rng=rng0')],
       }),
     );
+
+    if (vmm === 'tsvmm') {
+      describeTapGuest('virtio-rng on tsvmm\'s filename= shorthand', () =>
+        boot({ kernel: guestImage('virtio_rng.elf'), extraArgs: dev(vmm, 'virtio-rng-pci,filename=/dev/urandom') }),
+      );
+    }
 
     describeTapGuest('virtio-rng rate limit: max-bytes=64 per 60 s period, at most 64 bytes within a one-second window', () =>
       boot({ kernel: guestImage('virtio_rng.elf'), append: 'limit=64 bufs=6', extraArgs: dev(vmm, 'virtio-rng-pci,max-bytes=64,period=60000') }),

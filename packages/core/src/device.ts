@@ -64,8 +64,19 @@ export interface DeviceContext {
   iothread(id: string): IoThread;
   /** the drive with this id (`--drive ...,id=...`); throws a ConfigError naming it if there is none */
   drive(id: string): DriveSpec;
+  /**
+   * The entropy source of an rng object (`--object rng-random,id=...,filename=...`
+   * or `rng-builtin`); throws a ConfigError naming it if there is none.
+   */
+  rngBackend(id: string): RngBackend;
   /** the plugin registry, for devices that use other kinds of plugins (block drivers, chardev backends) */
   readonly plugins: PluginRegistry;
+}
+
+/** An entropy source object, resolved: the file or device to read. */
+export interface RngBackend {
+  id: string;
+  filename: string;
 }
 
 export interface Device {

@@ -21,7 +21,7 @@ import { parseCpuOption } from './cpu/cpu-option.js';
 import { hostCpuCapabilities } from './cpu/host-caps.js';
 import { findCpuModel, loadCpuModels } from './cpu/model.js';
 import { resolveSmp, type SmpConfig } from './cpu/topology.js';
-import type { Device, DeviceContext, DeviceState, DeviceTypeDefinition, MachineInfo, VirtualClock } from './device.js';
+import type { Device, DeviceContext, DeviceState, DeviceTypeDefinition, MachineInfo, RngBackend, VirtualClock } from './device.js';
 import { ConfigError, TsvmmError, VmStateError } from './errors.js';
 import { FirmwareConfig, FwCfgKey } from './firmware-config.js';
 import { GuestMemory } from './guest-memory.js';
@@ -160,6 +160,7 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
   private readonly services = new Map<symbol, unknown>();
   private readonly iothreads = new Map<string, WorkerIoThread>();
   private readonly drives = new Map<string, DriveSpec>();
+  private readonly rngBackends = new Map<string, RngBackend>();
   private stateValue: VmState = 'created';
   private pendingAction: (() => Promise<void>) | undefined;
   private kernelImage: Uint8Array | undefined;
@@ -743,6 +744,16 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
         }
         return d;
       },
+      rngBackend: (id: string): RngBackend => {
+        const r = this.rngBackends.get(id);
+        if (r === undefined) {
+          const known = [...this.rngBackends.keys()];
+          throw new ConfigError(`no rng object '${id}'`, {
+            hint: known.length ? `defined: ${known.join(', ')}` : `define it with --object rng-random,id=${id},filename=/dev/urandom`,
+          });
+        }
+        return r;
+      },
       plugins: this.opts.registry,
     };
   }
@@ -779,8 +790,19 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
 
   private createObjects(): void {
     for (const o of this.description.objects ?? []) {
-      if (this.iothreads.has(o.id)) throw new ConfigError(`object id '${o.id}' is used twice`);
-      this.iothreads.set(o.id, new WorkerIoThread(o.id));
+      if (this.iothreads.has(o.id) || this.rngBackends.has(o.id)) throw new ConfigError(`object id '${o.id}' is used twice`);
+      switch (o['qom-type']) {
+        case 'iothread':
+          this.iothreads.set(o.id, new WorkerIoThread(o.id));
+          break;
+        case 'rng-random':
+          // QEMU's rng-random reads /dev/urandom unless told otherwise
+          this.rngBackends.set(o.id, { id: o.id, filename: o.filename ?? '/dev/urandom' });
+          break;
+        case 'rng-builtin':
+          this.rngBackends.set(o.id, { id: o.id, filename: '/dev/urandom' });
+          break;
+      }
     }
   }
 

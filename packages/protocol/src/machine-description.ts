@@ -31,12 +31,30 @@ const idSchema = z.string().regex(/^[A-Za-z][A-Za-z0-9_.-]*$/, { error: 'must st
 
 /** `--object iothread,id=io0`: a dedicated thread for devices' data planes. */
 export const objectSpecSchema = z
-  .strictObject({
-    'qom-type': z.literal('iothread', { error: "only 'iothread' objects are supported" }),
-    id: idSchema,
-    'poll-max-ns': z.union([z.number().int().min(0), z.string()]).optional(),
-  })
-  .describe('an object: for now an iothread that runs devices\' queue processing (QEMU\'s -object iothread,id=...)');
+  .discriminatedUnion(
+    'qom-type',
+    [
+      z
+        .strictObject({
+          'qom-type': z.literal('iothread'),
+          id: idSchema,
+          'poll-max-ns': z.union([z.number().int().min(0), z.string()]).optional(),
+        })
+        .describe("an iothread that runs devices' queue processing (QEMU's -object iothread,id=...)"),
+      z
+        .strictObject({
+          'qom-type': z.literal('rng-random'),
+          id: idSchema,
+          filename: z.string().min(1).optional().describe('the entropy source; default /dev/urandom, as QEMU'),
+        })
+        .describe("an entropy source read from a file or device, for virtio-rng-pci's rng= (QEMU's -object rng-random,id=...,filename=...)"),
+      z
+        .strictObject({ 'qom-type': z.literal('rng-builtin'), id: idSchema })
+        .describe("the host's own random number generator (/dev/urandom), for virtio-rng-pci's rng= (QEMU's -object rng-builtin,id=...)"),
+    ],
+    { error: "unknown object type: the supported ones are 'iothread', 'rng-random' and 'rng-builtin'" },
+  )
+  .describe('an object: an iothread, or an entropy source for virtio-rng-pci (rng-random, rng-builtin)');
 
 /** `--drive file=PATH,format=raw,if=virtio,...`: a block backend, attached to a device by id. */
 export const driveSpecSchema = z

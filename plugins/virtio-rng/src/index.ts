@@ -5,12 +5,12 @@
  * data plane), then reset and unrealize. The request path is in
  * data-plane.ts.
  *
- * Properties (QEMU spellings): `filename=` the entropy source (default
- * /dev/random; /dev/urandom, /dev/hwrng or any readable file), `max-bytes=`
+ * Properties (QEMU spellings): `rng=` an rng object (`--object
+ * rng-random,id=rng0,filename=/dev/hwrng` or `rng-builtin`, as QEMU) or,
+ * tsvmm's shorthand, `filename=` the entropy source itself (/dev/urandom,
+ * /dev/hwrng or any readable file); with neither, /dev/random. `max-bytes=`
  * and `period=` (ms) for QEMU's rate limit, `bus=`, `addr=`,
- * `multifunction=`. QEMU's `rng=` (an rng-random object) is accepted only
- * when it names no object: tsvmm's machine description has no rng objects
- * yet, so use `filename=`.
+ * `multifunction=`.
  */
 import { z } from 'zod';
 import { ConfigError, defineDeviceType, devicePlugin, prop, type Device, type DeviceContext } from '@tsvmm/core';
@@ -18,13 +18,15 @@ import { pciDeviceProperties } from '@tsvmm/pci';
 import { VIRTIO_ID_RNG, VIRTIO_PCI_STATE_VERSION, VirtioCommon, VirtioPciDevice, VirtioPciTransport } from '@tsvmm/virtio';
 import { createRngHandler, type RngInit, type RngLocal } from './data-plane.js';
 
+/** The entropy source without rng= or filename= (the issue's default; QEMU's is its rng-builtin). */
+export const DEFAULT_SOURCE = '/dev/random';
 /** QEMU's default period: 1 << 16 ms. */
 export const DEFAULT_PERIOD_MS = 1 << 16;
 /** QEMU's virtio-rng queue size. */
 const RNG_QUEUE_SIZE = 8;
 
 export const virtioRngProperties = z.strictObject({
-  filename: prop.str().default('/dev/random'),
+  filename: prop.str().optional(),
   rng: prop.str().optional(),
   'max-bytes': prop.int(0).optional(),
   period: prop.int(1, 0xffff_ffff).default(DEFAULT_PERIOD_MS),
@@ -35,6 +37,8 @@ export type VirtioRngProperties = z.output<typeof virtioRngProperties>;
 export class VirtioRngPci implements Device {
   readonly typeName = 'virtio-rng-pci';
   private device: VirtioPciDevice<RngInit, RngLocal> | undefined;
+  /** the entropy source, once realized */
+  private sourceFile: string | undefined;
 
   constructor(
     readonly id: string,
@@ -42,11 +46,8 @@ export class VirtioRngPci implements Device {
   ) {}
 
   async realize(ctx: DeviceContext): Promise<void> {
-    if (this.props.rng !== undefined) {
-      throw new ConfigError(`${this.id}: rng=${this.props.rng}: rng backend objects are not supported`, {
-        hint: `give the source directly: --device virtio-rng-pci,filename=/dev/urandom`,
-      });
-    }
+    const filename = this.source(ctx);
+    this.sourceFile = filename;
     const virtio = new VirtioCommon<RngInit, RngLocal>(ctx, {
       id: this.id,
       deviceType: VIRTIO_ID_RNG,
@@ -57,7 +58,7 @@ export class VirtioRngPci implements Device {
       dataPlane: {
         factory: createRngHandler,
         moduleUrl: new URL('./data-plane.js', import.meta.url).href,
-        init: { id: this.id, filename: this.props.filename, maxBytes: this.props['max-bytes'], periodMs: this.props.period },
+        init: { id: this.id, filename, maxBytes: this.props['max-bytes'], periodMs: this.props.period },
       },
     });
     const pci = new VirtioPciTransport(ctx, virtio, {
@@ -75,6 +76,18 @@ export class VirtioRngPci implements Device {
       await this.unrealize();
       throw err;
     }
+  }
+
+  /** The entropy source: the rng object's, filename=, or the default. */
+  private source(ctx: DeviceContext): string {
+    const { rng, filename } = this.props;
+    if (rng !== undefined && filename !== undefined) {
+      throw new ConfigError(`${this.id}: rng=${rng} and filename=${filename} both name an entropy source`, {
+        hint: 'give one: rng= for an --object rng-random, or filename= for the file itself',
+      });
+    }
+    if (rng !== undefined) return ctx.rngBackend(rng).filename;
+    return filename ?? DEFAULT_SOURCE;
   }
 
   reset(): void {
@@ -115,7 +128,8 @@ export class VirtioRngPci implements Device {
 
   describe(): Record<string, unknown> {
     return {
-      filename: this.props.filename,
+      filename: this.sourceFile ?? this.props.filename ?? DEFAULT_SOURCE,
+      ...(this.props.rng !== undefined ? { rng: this.props.rng } : {}),
       ...(this.props['max-bytes'] !== undefined ? { 'max-bytes': this.props['max-bytes'], period: this.props.period } : {}),
       ...(this.device?.pci.location !== undefined ? { addr: this.device.pci.location } : {}),
     };
@@ -134,7 +148,7 @@ export class VirtioRngPci implements Device {
 
 export const virtioRngPci = defineDeviceType({
   name: 'virtio-rng-pci',
-  description: 'virtio entropy device (virtio 1.x PCI), fed from /dev/random or filename=, rate-limited by max-bytes/period',
+  description: 'virtio entropy device (virtio 1.x PCI), fed from /dev/random, an rng object (rng=) or filename=, rate-limited by max-bytes/period',
   bus: 'pci',
   hotpluggable: false,
   properties: virtioRngProperties,

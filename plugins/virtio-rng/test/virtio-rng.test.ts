@@ -115,21 +115,38 @@ describe('virtio-rng-pci', () => {
     expect(String(err)).to.match(/cannot open the entropy source .*missing/);
   });
 
-  it("refuses rng= (no rng backend objects), pointing at filename=", async () => {
-    const bench = createVirtioPciTestBench();
-    const dev = new VirtioRngPci('rng0', virtioRngProperties.parse({ rng: 'rng0' }));
-    let err: unknown;
+  it('reads the source of the rng object that rng= names (--object rng-random)', async () => {
+    const bench = createVirtioPciTestBench({ rngBackends: [{ id: 'src0', filename: source }] });
+    const dev = new VirtioRngPci('rng0', virtioRngProperties.parse({ rng: 'src0' }));
+    await dev.realize(bench.t.ctx);
     try {
-      await dev.realize(bench.t.ctx);
-    } catch (e) {
-      err = e;
+      expect(dev.describe()).to.include({ filename: source, rng: 'src0' });
+    } finally {
+      await dev.unrealize();
     }
-    expect(String(err)).to.match(/filename=/);
   });
+
+  for (const [what, props, message] of [
+    ['an rng= that names no object', { rng: 'nope' }, /no rng object 'nope'/],
+    ['rng= together with filename=', { rng: 'src0', filename: '/dev/urandom' }, /rng=src0 and filename=\/dev\/urandom both name an entropy source/],
+  ] as const) {
+    it(`refuses ${what}`, async () => {
+      const bench = createVirtioPciTestBench({ rngBackends: [{ id: 'src0', filename: source }] });
+      const dev = new VirtioRngPci('rng0', virtioRngProperties.parse(props));
+      let err: unknown;
+      try {
+        await dev.realize(bench.t.ctx);
+      } catch (e) {
+        err = e;
+      }
+      expect(String(err)).to.match(message);
+      expect(dev.pciFunction).to.equal(undefined);
+    });
+  }
 
   it('defaults to /dev/random and QEMU\'s period of 65536 ms', () => {
     const p = virtioRngProperties.parse({});
-    expect(p.filename).to.equal('/dev/random');
+    expect(new VirtioRngPci('rng0', p).describe()).to.include({ filename: '/dev/random' });
     expect(p.period).to.equal(65536);
     expect(p['max-bytes']).to.equal(undefined);
   });

@@ -9,7 +9,7 @@ import { AddressSpace } from '../address-space.js';
 import { MULTIBOOT_HEADER_MAGIC } from '../boot/multiboot.js';
 import type { Chardev } from '../chardev.js';
 import { createContainer } from '../container.js';
-import type { DeviceContext, MachineInfo, VirtualClock } from '../device.js';
+import type { DeviceContext, MachineInfo, RngBackend, VirtualClock } from '../device.js';
 import { ConfigError } from '../errors.js';
 import { FirmwareConfig } from '../firmware-config.js';
 import { GuestMemory } from '../guest-memory.js';
@@ -175,6 +175,8 @@ export interface TestDeviceContextOptions {
   chardevs?: Chardev[];
   iothreads?: IoThread[];
   drives?: DriveSpec[];
+  /** rng objects (`--object rng-random,...`) by id */
+  rngBackends?: RngBackend[];
   plugins?: PluginRegistry;
   log?: Logger;
 }
@@ -230,6 +232,7 @@ export function createTestDeviceContext(opts: TestDeviceContextOptions = {}): Te
   const chardevs = new Map((opts.chardevs ?? []).map((c) => [c.id, c]));
   const iothreads = new Map((opts.iothreads ?? []).map((t) => [t.id, t]));
   const drives = new Map((opts.drives ?? []).map((d, i) => [d.id ?? `drive${i}`, d]));
+  const rngBackends = new Map((opts.rngBackends ?? []).map((r) => [r.id, r]));
   const sink = {
     setIrq(gsi: number, level: boolean): void {
       irqLevels.set(gsi, level);
@@ -281,6 +284,11 @@ export function createTestDeviceContext(opts: TestDeviceContextOptions = {}): Te
       const d = drives.get(id);
       if (d === undefined) throw new ConfigError(`no drive '${id}'`);
       return d;
+    },
+    rngBackend(id) {
+      const r = rngBackends.get(id);
+      if (r === undefined) throw new ConfigError(`no rng object '${id}'`);
+      return r;
     },
     plugins: opts.plugins ?? PluginRegistry.create({ container: createContainer(), noDiscovery: true }),
   };
