@@ -83,9 +83,9 @@ export class BlockDriverRegistry {
 
   /** The format whose driver is most confident about the file's first bytes. */
   async probe(filename: string): Promise<string> {
-    const proto = [...this.drivers.values()].find(
-      (d) => d.protocol !== undefined && filename.startsWith(`${d.protocol}://`),
-    );
+    // a URI's scheme names its protocol driver; `nbd+unix://` and `nbd+tcp://` are nbd's transports
+    const scheme = /^([a-z][a-z0-9.-]*)(?:\+[a-z0-9.-]+)?:\/\//i.exec(filename)?.[1]?.toLowerCase();
+    const proto = scheme === undefined ? undefined : [...this.drivers.values()].find((d) => d.protocol === scheme);
     if (proto) return proto.format;
     const file = await ImageFile.open(filename, { readOnly: true });
     const head = new Uint8Array(PROBE_BYTES);

@@ -105,12 +105,12 @@ describe('nbd driver: reads exports served by qemu-nbd', function () {
     return img;
   }
 
-  it('nbd+unix:// from a qemu-nbd unix socket: same bytes as qemu-img convert, holes from base:allocation', async () => {
+  it('nbd+unix:// from a qemu-nbd unix socket: same bytes as qemu-img convert, holes from base:allocation; the format is found from the scheme', async () => {
     const img = makeQcow2();
     const sock = path.join(dir, 'q.sock');
     child = await qemuNbd(['-k', sock, '-f', 'qcow2', '-x', 'qdisk', '-t', '-e', '4', '-r', img], async () => existsSync(sock));
     const registry = new BlockDriverRegistry([nbdDriver]);
-    const dev = await registry.openImage(`nbd+unix:///qdisk?socket=${sock}`, { format: 'nbd', readOnly: true });
+    const dev = await registry.openImage(`nbd+unix:///qdisk?socket=${sock}`, { readOnly: true });
     try {
       expect(dev.size).to.equal(40 * MiB);
       expect((await readAll(dev)).equals(readFileSync(path.join(dir, 'disk.raw')))).to.equal(true);
