@@ -220,13 +220,6 @@ export class Qcow2Device implements BlockDevice, RefcountHost {
           'open it read-only to read what is left, or repair it with `tsvmm img check -r all`',
         );
       }
-      if (header.nb_snapshots > 0 && !readOnly && !extras.forRepair) {
-        throw new BlockUnsupportedError(
-          opts.filename,
-          'writing',
-          `the image has ${header.nb_snapshots} internal snapshot(s), which tsvmm cannot write around yet; open it read-only, or delete the snapshots with \`qemu-img snapshot -d\``,
-        );
-      }
       const l1 = new Uint8Array(header.l1_size * 8);
       await file.readExact(header.l1_table_offset, l1, 'L1 table');
       const reftable = new Uint8Array(header.refcount_table_clusters * cs);
@@ -429,9 +422,20 @@ export class Qcow2Device implements BlockDevice, RefcountHost {
     }
   }
 
-  /** The L2 table for l1i, allocating an empty one if needed (exclusive lock held). */
+  /**
+   * The L2 table for l1i, allocating an empty one if needed (exclusive lock
+   * held). A table that internal snapshots share (its L1 entry lacks
+   * COPIED: refcount > 1) is copied first — "Snapshots" in qcow2.txt — so
+   * the snapshots keep theirs: the copy goes to a new cluster, the L1 entry
+   * points at it with COPIED, and the old table loses one reference once
+   * the new L1 entry is durable. The data clusters it maps keep their
+   * refcounts (each reference from a snapshot was counted when the snapshot
+   * was taken) and their entries stay without COPIED, so writes to them
+   * allocate (planWrite).
+   */
   private async l2ForWrite(l1i: number): Promise<L2Table> {
     const existing = await this.l2ForRead(l1i, true);
+    if (existing && !(this.l1View.getUint32(l1i * 8) & HI_COPIED)) return this.copyL2(l1i, existing);
     if (existing) return existing;
     await this.beforeAllocation();
     const off = await this.refcounts.allocate(1);
@@ -443,6 +447,21 @@ export class Qcow2Device implements BlockDevice, RefcountHost {
     this.l1View.setUint32(l1i * 8, (HI_COPIED | Math.floor(off / 0x100000000)) >>> 0);
     this.l1View.setUint32(l1i * 8 + 4, off >>> 0);
     this.l1Dirty.add(l1i);
+    return t;
+  }
+
+  private async copyL2(l1i: number, shared: L2Table): Promise<L2Table> {
+    await this.beforeAllocation();
+    const off = await this.refcounts.allocate(1);
+    const buf = shared.buf.slice();
+    const t: L2Table = { offset: off, buf, view: new DataView(buf.buffer), dirty: true };
+    await this.makeRoomInL2Cache(true);
+    this.l2Cache.set(off, t);
+    this.l2Set.add(off);
+    this.l1View.setUint32(l1i * 8, (HI_COPIED | Math.floor(off / 0x100000000)) >>> 0);
+    this.l1View.setUint32(l1i * 8 + 4, off >>> 0);
+    this.l1Dirty.add(l1i);
+    this.pendingFree.push(shared.offset / this.clusterSize);
     return t;
   }
 
@@ -930,7 +949,9 @@ export class Qcow2Device implements BlockDevice, RefcountHost {
     for (let ci = first; ci < stop; ) {
       const l1i = Math.floor(ci / this.l2Entries);
       const tableEnd = Math.min(stop, (l1i + 1) * this.l2Entries);
-      const t = flag ? await this.l2ForWrite(l1i) : await this.l2ForRead(l1i, true);
+      let t = flag ? await this.l2ForWrite(l1i) : await this.l2ForRead(l1i, true);
+      // a table snapshots share is copied before it changes (l2ForWrite)
+      if (t && !(this.l1View.getUint32(l1i * 8) & HI_COPIED)) t = await this.l2ForWrite(l1i);
       if (!t) {
         ci = tableEnd; // nothing allocated here and nothing to hide
         continue;
@@ -958,6 +979,10 @@ export class Qcow2Device implements BlockDevice, RefcountHost {
 
   /** For amend to compat=0.10: v2 has no zero flag, so zero clusters become unallocated or real zeroes. */
   async expandZeroClusters(): Promise<void> {
+    if (this.header.nb_snapshots > 0) {
+      // their L2 tables may hold zero clusters too, which this does not rewrite
+      throw new BlockUnsupportedError(this.filename, 'amend', `the image has ${this.header.nb_snapshots} internal snapshot(s); delete them before going to compat=0.10`);
+    }
     const cs = this.clusterSize;
     const total = Math.ceil(this.size / cs);
     for (let ci = 0; ci < total; ci++) {
@@ -1118,6 +1143,15 @@ export class Qcow2Device implements BlockDevice, RefcountHost {
     await this.withAllClusters(() => this.lock.withExclusive(async () => {
       const cs = this.clusterSize;
       const oldSize = this.header.size;
+      const snapshots = this.header.nb_snapshots;
+      // as qemu: a snapshot records the disk size it was taken at, and v2 has nowhere to keep it
+      if (snapshots > 0 && (newSize < oldSize || this.header.version < 3)) {
+        throw new BlockUnsupportedError(
+          this.filename,
+          'resize',
+          `the image has ${snapshots} internal snapshot(s): ${this.header.version < 3 ? 'a version 2 image with snapshots cannot be resized' : 'it can grow but not shrink'}`,
+        );
+      }
       if (newSize < oldSize) {
         // free everything past the new end; a partial last cluster keeps its data
         const first = Math.ceil(newSize / cs);

@@ -58,7 +58,7 @@ const CASES: Case[] = [
     after: (f) => qemu('qemu-img', ['amend', '-o', 'refcount_bits=4', f]),
   },
   {
-    name: 'with an internal snapshot (read-only)',
+    name: 'with an internal snapshot',
     create: [],
     after: (f) => {
       qemu('qemu-img', ['snapshot', '-c', 'snap1', f]);
