@@ -20,9 +20,14 @@ interface Run {
   stdout: string;
 }
 
-function run(args: string[], opts: { env?: Record<string, string>; asNobody?: boolean } = {}): Run {
-  const cmd = opts.asNobody ? 'setpriv' : process.execPath;
-  const argv = opts.asNobody ? ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, cli, 'run', ...args] : [cli, 'run', ...args];
+function run(args: string[], opts: { env?: Record<string, string>; withoutDacOverride?: boolean } = {}): Run {
+  // Without CAP_DAC_OVERRIDE root is held to file modes like any user, while
+  // it can still read the repository wherever it was cloned (a switch to
+  // another user could not read a clone in a 0700 directory).
+  const cmd = opts.withoutDacOverride ? 'setpriv' : process.execPath;
+  const argv = opts.withoutDacOverride
+    ? ['--bounding-set=-dac_override,-dac_read_search', '--inh-caps=-dac_override,-dac_read_search', process.execPath, cli, 'run', ...args]
+    : [cli, 'run', ...args];
   const r = spawnSync(cmd, argv, { encoding: 'utf8', env: { ...process.env, ...opts.env }, input: '', timeout: 60_000 });
   return { status: r.status, stderr: r.stderr, stdout: r.stdout };
 }
@@ -84,8 +89,19 @@ describe('tsvmm run: bad input', function () {
   });
 
   it('/dev/kvm not permitted for this user', () => {
-    if (process.getuid?.() !== 0) throw new Error('this test switches to the nobody user with setpriv and needs root');
-    expectOneLineError(run(['--kernel', demo], { asNobody: true }), /\/dev\/kvm exists but this user may not open it \(EACCES\)/);
+    if (process.getuid?.() !== 0) throw new Error('this test drops CAP_DAC_OVERRIDE with setpriv (util-linux) and needs root');
+    // a KVM device node (char 10:232, as /dev/kvm) that nobody may open
+    const node = path.join(dir, 'kvm-0000');
+    const mk = spawnSync('mknod', ['-m', '000', node, 'c', '10', '232'], { encoding: 'utf8' });
+    if (mk.status !== 0) throw new Error(`mknod (coreutils) failed: ${mk.stderr}`);
+    try {
+      expectOneLineError(
+        run(['--kernel', demo], { env: { TSVMM_KVM_DEVICE: node }, withoutDacOverride: true }),
+        new RegExp(`${node.replace(/[/.]/g, '\\$&')} exists but this user may not open it \\(EACCES\\)`),
+      );
+    } finally {
+      fs.rmSync(node, { force: true });
+    }
   });
 
   it('two devices claiming the same I/O range', () => {
