@@ -135,10 +135,12 @@ export function parseProperties<T>(schema: z.ZodType<T>, input: unknown, subject
   const r = schema.safeParse(input);
   if (r.success) return r.data;
   const details = r.error.issues.map((issue) => {
-    if (issue.code === 'unrecognized_keys') {
-      return `unknown propert${issue.keys.length > 1 ? 'ies' : 'y'} ${issue.keys.map((k) => `'${k}'`).join(', ')}`;
-    }
     const path = issue.path.map(String).join('.');
+    if (issue.code === 'unrecognized_keys') {
+      const what = `unknown propert${issue.keys.length > 1 ? 'ies' : 'y'} ${issue.keys.map((k) => `'${k}'`).join(', ')}`;
+      // nested (a machine description's objects.0): say where
+      return path === '' ? what : `'${path}': ${what}`;
+    }
     return path === '' ? issue.message : `'${path}': ${issue.message}`;
   });
   throw new ConfigError(`${subject}: ${details.join('; ')}`);

@@ -33,6 +33,11 @@ describe('property schemas', () => {
 
   it('rejects unknown properties by name', () => {
     expect(() => parseProperties(schema, { bogus: '1' }, "device 'x'")).to.throw(ConfigError, /unknown property 'bogus'/);
+    const nested = z.strictObject({ objects: z.array(z.strictObject({ id: z.string() })) });
+    expect(() => parseProperties(nested, { objects: [{ id: 'a', file: 'x' }] }, 'machine description')).to.throw(
+      ConfigError,
+      /^machine description: 'objects\.0': unknown property 'file'$/,
+    );
   });
 
   it('parses decimal, hex, octal and binary integers', () => {
