@@ -5,7 +5,9 @@
  */
 import 'reflect-metadata';
 import { Command, CommanderError, Option } from 'commander';
-import { errorCauses, EXIT_VMM_ERROR, TsvmmError } from '@tsvmm/core';
+import { errorCauses, EXIT_VMM_ERROR, PLUGIN_API_VERSION, TsvmmError } from '@tsvmm/core';
+import { PROTOCOL_VERSION } from '@tsvmm/protocol';
+import { tsvmmVersion } from './version.js';
 import { normalizeQemuArgs } from './argv.js';
 import { imgCommand } from './img.js';
 import { nbdCommand } from './nbd.js';
@@ -32,6 +34,7 @@ function fail(err: unknown): number {
 export function buildProgram(setStatus: (status: number) => void): Command {
   const program = new Command('tsvmm')
     .description('a virtual machine monitor in TypeScript on Linux KVM')
+    .version(`tsvmm ${tsvmmVersion()} (protocol ${PROTOCOL_VERSION}, plugin API ${PLUGIN_API_VERSION})`, '-V, --version')
     .exitOverride()
     .configureOutput({ outputError: (str, write) => write(`tsvmm: ${str.replace(/^error: /, '')}`) });
 

@@ -68,4 +68,11 @@ describe('tsvmm run', function () {
     expect(machines).to.match(/pc-i440fx-rhel6\.5\.0/);
     expect(tsvmm(['run', '--cpu', 'help']).stdout).to.match(/Haswell/);
   });
+
+  it('--version names the package, protocol and plugin API versions', () => {
+    const pkg = JSON.parse(fs.readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+    const r = tsvmm(['--version']);
+    expect(r.status).to.equal(0);
+    expect(r.stdout.trim()).to.match(new RegExp(`^tsvmm ${pkg.version.replace(/\./g, '\\.')} \\(protocol 1\\.\\d+\\.\\d+, plugin API 1\\.\\d+\\.\\d+\\)$`));
+  });
 });

@@ -7,9 +7,6 @@
  * for them.
  */
 import { timingSafeEqual } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import {
   ConsoleOutput,
   ConsoleWrite,
@@ -70,6 +67,7 @@ import { PluginCatalog } from './catalog.js';
 import { ClientSession, type RequestContext, type SessionHost, type Transport } from './session.js';
 import { DEFAULT_MAX_MESSAGE_BYTES } from './framing.js';
 import { VmSupervisor } from './supervisor.js';
+import { tsvmmVersion } from '../version.js';
 
 type Handler = (params: unknown, ctx: RequestContext) => Promise<unknown>;
 type LogLevelName = 'debug' | 'info' | 'warn' | 'error';
@@ -85,18 +83,6 @@ const MESSAGE_TYPE: Record<'trace' | LogLevelName, number> = {
 };
 const CLIENT_LOG_LEVEL: Record<string, number> = { error: 1, warning: 2, info: 3, log: 4, debug: 5 };
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-
-function tsvmmVersion(): string {
-  try {
-    const pkg: unknown = JSON.parse(readFileSync(path.resolve(here, '../../../package.json'), 'utf8'));
-    const v = (pkg as { version?: unknown }).version;
-    return typeof v === 'string' ? v : '0.0.0';
-  } catch {
-    // the version is only reported (initialize's serverInfo); a package without its package.json still serves
-    return '0.0.0';
-  }
-}
 
 export interface ControlServerOptions {
   /** required from every client in `initialize` when set */
