@@ -15,6 +15,7 @@ import type { FirmwareConfig } from './firmware-config.js';
 import type { GuestMemory } from './guest-memory.js';
 import type { IrqLine } from './irq.js';
 import type { Logger } from './logger.js';
+import type { VirtualTimer } from './virtual-timer.js';
 
 export type DeviceBus = 'system' | 'isa' | 'pci';
 
@@ -35,6 +36,12 @@ export interface VirtualClock {
   nowNs(): bigint;
   /** host wall-clock time the guest RTC starts from */
   wallClockAtStart(): Date;
+  /**
+   * A timer on this clock (virtual-timer.ts): armed with a deadline in run
+   * time, its callback runs on the main thread once the VM has run that long;
+   * it does not fire while the VM is paused.
+   */
+  createTimer(callback: () => void): VirtualTimer;
 }
 
 export interface DeviceContext {

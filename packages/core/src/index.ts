@@ -7,6 +7,7 @@ export * from './address-space.js';
 export * from './guest-memory.js';
 export * from './memory-map.js';
 export * from './irq.js';
+export * from './virtual-timer.js';
 export * from './logger.js';
 export * from './chardev.js';
 export * from './firmware-config.js';

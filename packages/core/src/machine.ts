@@ -27,6 +27,7 @@ import { FirmwareConfig, FwCfgKey } from './firmware-config.js';
 import { GuestMemory } from './guest-memory.js';
 import { IrqLine } from './irq.js';
 import { WorkerIoThread, type IoThread } from './iothread.js';
+import { VirtualTimerSet, type VirtualTimer } from './virtual-timer.js';
 import { nullLogger, type Logger } from './logger.js';
 import { machineDescriptionSchema, type DeviceSpec, type DriveSpec, type MachineDescription } from './machine-description.js';
 import type { MachineTypeDefinition } from './machine-type.js';
@@ -306,7 +307,10 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
       return now - s.startNs - s.pausedTotal;
     },
     wallClockAtStart: (): Date => this.clockState.wall,
+    createTimer: (callback: () => void): VirtualTimer => this.timers.create(callback),
   };
+  /** device timers: they run while the clock runs */
+  private readonly timers = new VirtualTimerSet(() => this.clock.nowNs());
 
   start(): void {
     if (this.stateValue !== 'created') throw new VmStateError(`cannot start a VM that is ${this.stateValue}`);
@@ -659,6 +663,7 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
   }
 
   private async teardown(): Promise<void> {
+    this.timers.close();
     try {
       await this.accel.stop();
     } finally {
@@ -688,6 +693,7 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
 
   private pauseClock(): void {
     if (this.clockState.pausedAt === undefined) this.clockState.pausedAt = process.hrtime.bigint();
+    this.timers.pause();
   }
 
   private resumeClock(): void {
@@ -696,6 +702,7 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
       s.pausedTotal += process.hrtime.bigint() - s.pausedAt;
       s.pausedAt = undefined;
     }
+    this.timers.resume();
   }
 
   private deviceContext(log: Logger): DeviceContext {

@@ -15,20 +15,26 @@
  * The clock is computed, not ticked: guest RTC time = run time of the VM
  * (ctx.clock.nowNs) + an offset, set from the host's wall clock when the
  * machine starts and moved whenever the guest sets the time. So the time
- * registers, UIP and the C flags are all derived on read, with no timer.
+ * registers, UIP and the C flags are all derived on read. A timer on the
+ * VM's clock runs only while an interrupt is enabled and none is pending:
+ * it wakes at the next event that could raise one (the next periodic tick,
+ * the next update), and the interrupt line (IRQ 8, `irq=`) goes high when
+ * an enabled flag is pending and low when register C is read, as QEMU's
+ * RTC does. Events between two reads of C coalesce into one flag, as on
+ * the chip.
  *
  * Done: time and date in BCD or binary and 12- or 24-hour mode (register B
  * DM and 24/12 bits) with the century at 0x32; setting the time (directly or
  * with SET held, which freezes the registers for the guest to write); the
  * divider bits of register A (stopped and reset chains; the first update
  * comes half a second after the chain is released); UIP during the last
- * 244 µs of each second (what QEMU does too); register C's UF and PF flags
- * and IRQF, read-to-clear; register D's VRT; 128 bytes of CMOS that survive
- * a machine reset; the alarm registers as plain storage.
- * Not done: IRQ 8 (periodic, alarm and update-ended interrupts) — the core
- * offers no timer to raise it at the right moment; AF (alarm flag); the
- * square-wave output; daylight saving (DSE); the second 128-byte bank at
- * 0x72/0x73. The day of the week is derived from the date, as in QEMU.
+ * 244 µs of each second (what QEMU does too); register C's UF, AF and PF
+ * flags and IRQF, read-to-clear; the periodic, alarm and update-ended
+ * interrupts (the alarm's "don't care" values 0xC0-0xFF); register D's VRT;
+ * 128 bytes of CMOS that survive a machine reset.
+ * Not done: the square-wave output; daylight saving (DSE); the second
+ * 128-byte bank at 0x72/0x73. The day of the week is derived from the date,
+ * as in QEMU.
  */
 import { z } from 'zod';
 import {
@@ -42,7 +48,9 @@ import {
   type BusRange,
   type Device,
   type DeviceContext,
+  type IrqLine,
   type VirtualClock,
+  type VirtualTimer,
 } from '@tsvmm/core';
 
 // --- registers ("Address Map") ----------------------------------------------------------
@@ -80,6 +88,7 @@ export const REG_B_24H = 0x02;
 
 export const REG_C_IRQF = 0x80;
 export const REG_C_PF = 0x40;
+export const REG_C_AF = 0x20;
 export const REG_C_UF = 0x10;
 const REG_C_INTERRUPT_FLAGS = 0x70; // PF, AF, UF line up with PIE, AIE, UIE
 
@@ -122,6 +131,8 @@ export type RtcStateV1 = z.infer<typeof rtcStateV1>;
 export interface RtcProperties {
   iobase: number;
   base: 'utc' | 'localtime';
+  /** the ISA interrupt (GSI) it raises: 8 on a PC */
+  irq: number;
 }
 
 /** Broken-down guest time. */
@@ -152,9 +163,16 @@ export class Mc146818Rtc implements Device, BusDevice {
   private readonly now: CalendarTime = { second: 0, minute: 0, hour: 0, dayOfWeek: 1, day: 1, month: 1, year: 1970 };
   private nowSecond: bigint | undefined;
 
-  private clock: VirtualClock = { nowNs: () => 0n, wallClockAtStart: () => new Date(0) };
+  private clock: VirtualClock | undefined;
   private range: BusRange | undefined;
   private ctx: DeviceContext | undefined;
+  private line: IrqLine | undefined;
+  private timer: VirtualTimer | undefined;
+  /** the interrupt line is high: an enabled flag is pending until register C is read */
+  private irqHigh = false;
+  /** AF: the alarm matched in a second after lastUpdateSecond, up to alarmCheckedSecond (a cache, not state) */
+  private alarmSeen = false;
+  private alarmCheckedSecond: bigint | undefined;
 
   constructor(
     readonly id: string,
@@ -176,17 +194,23 @@ export class Mc146818Rtc implements Device, BusDevice {
     const zoneMs = this.props.base === 'localtime' ? -start.getTimezoneOffset() * 60_000 : 0;
     this.rtcOffsetNs = BigInt(start.getTime() + zoneMs) * 1_000_000n;
     this.fillMemorySize(ctx);
+    this.line = ctx.irq(this.props.irq);
+    this.timer = ctx.clock.createTimer(() => this.updateIrq());
     this.clearInterruptFlags();
   }
 
   unrealize(): void {
     if (this.range !== undefined) this.ctx?.pio.unregister(this.range);
+    this.timer?.cancel();
+    this.timer = undefined;
+    this.line?.lower();
+    this.line = undefined;
     this.range = undefined;
     this.ctx = undefined;
   }
 
   describe(): Record<string, unknown> {
-    return { iobase: this.props.iobase, base: this.props.base };
+    return { iobase: this.props.iobase, base: this.props.base, irq: this.props.irq };
   }
 
   /** The BIOS's memory-size and equipment bytes, as QEMU's pc_cmos_init writes them. */
@@ -275,8 +299,12 @@ export class Mc146818Rtc implements Device, BusDevice {
     const chainWasReset = ((this.cmos[RTC_REG_A] ?? 0) & REG_A_DV_RESET) === REG_A_DV_RESET;
     const phase = this.phaseNs();
     if (wasRunning && !isRunning(v, this.cmos[RTC_REG_B] ?? 0)) this.latchTime();
+    const oldRate = (this.cmos[RTC_REG_A] ?? 0) & (REG_A_RS | REG_A_DV);
     this.cmos[RTC_REG_A] = v & ~REG_A_UIP; // UIP is read-only
     if (!wasRunning && this.running) this.startFromRegisters(chainWasReset ? DIVIDER_RELEASE_PHASE_NS : phase);
+    // a new rate counts its periods afresh (no PF for the switch itself)
+    if ((v & (REG_A_RS | REG_A_DV)) !== oldRate && !(this.pendingFlags() & REG_C_PF)) this.lastPeriodicTick = this.periodicTick() ?? 0n;
+    this.updateIrq();
   }
 
   private writeRegisterB(v: number): void {
@@ -289,6 +317,8 @@ export class Mc146818Rtc implements Device, BusDevice {
     this.cmos[RTC_REG_B] = b;
     // The divider kept counting while SET was held: the phase carries on.
     if (!wasRunning && this.running) this.startFromRegisters(phase);
+    // enabling an interrupt whose flag is already pending raises it at once (as QEMU)
+    this.updateIrq();
   }
 
   // --- the clock --------------------------------------------------------------------------
@@ -297,8 +327,12 @@ export class Mc146818Rtc implements Device, BusDevice {
     return isRunning(this.cmos[RTC_REG_A] ?? 0, this.cmos[RTC_REG_B] ?? 0);
   }
 
+  private clockNs(): bigint {
+    return this.clock?.nowNs() ?? 0n;
+  }
+
   private guestNs(): bigint {
-    return this.clock.nowNs() + this.rtcOffsetNs;
+    return this.clockNs() + this.rtcOffsetNs;
   }
 
   /** where in the current second the divider is */
@@ -359,8 +393,10 @@ export class Mc146818Rtc implements Device, BusDevice {
     // Out-of-range fields (a guest writing garbage) just count on: the arithmetic is linear.
     const days = daysFromCivil(year, this.decode(c[RTC_MONTH] ?? 1), this.decode(c[RTC_DAY_OF_MONTH] ?? 1));
     const seconds = days * 86400 + hour * 3600 + this.decode(c[RTC_MINUTES] ?? 0) * 60 + this.decode(c[RTC_SECONDS] ?? 0);
-    this.rtcOffsetNs = BigInt(seconds) * NS_PER_S + phase - this.clock.nowNs();
+    this.rtcOffsetNs = BigInt(seconds) * NS_PER_S + phase - this.clockNs();
     this.lastUpdateSecond = BigInt(seconds);
+    this.alarmCheckedSecond = undefined;
+    this.alarmSeen = false;
   }
 
   private get binary(): boolean {
@@ -385,21 +421,106 @@ export class Mc146818Rtc implements Device, BusDevice {
 
   // --- register C -------------------------------------------------------------------------
 
-  /** Flags raised since the last read (UF: an update happened; PF: a periodic tick passed); reading clears them. */
-  private readInterruptFlags(): number {
+  /**
+   * Flags raised since the last read of C (UF: an update happened; AF: the
+   * alarm matched at an update; PF: a periodic tick passed), without
+   * clearing them.
+   */
+  private pendingFlags(): number {
     let flags = 0;
     if (this.running) {
       const second = floorDiv(this.guestNs(), NS_PER_S);
       if (second !== this.lastUpdateSecond) flags |= REG_C_UF;
-      this.lastUpdateSecond = second;
+      if (this.alarmMatchedUpTo(second)) flags |= REG_C_AF;
     }
     const tick = this.periodicTick();
-    if (tick !== undefined) {
-      if (tick !== this.lastPeriodicTick) flags |= REG_C_PF;
-      this.lastPeriodicTick = tick;
-    }
-    if (flags & (this.cmos[RTC_REG_B] ?? 0) & REG_C_INTERRUPT_FLAGS) flags |= REG_C_IRQF;
+    if (tick !== undefined && tick !== this.lastPeriodicTick) flags |= REG_C_PF;
     return flags;
+  }
+
+  /** Reading C returns the flags (and IRQF) and clears them; the interrupt line goes low. */
+  private readInterruptFlags(): number {
+    let flags = this.pendingFlags();
+    if (this.running) this.lastUpdateSecond = floorDiv(this.guestNs(), NS_PER_S);
+    const tick = this.periodicTick();
+    if (tick !== undefined) this.lastPeriodicTick = tick;
+    this.alarmSeen = false;
+    this.alarmCheckedSecond = undefined;
+    if (flags & (this.cmos[RTC_REG_B] ?? 0) & REG_C_INTERRUPT_FLAGS) flags |= REG_C_IRQF;
+    this.updateIrq();
+    return flags;
+  }
+
+  /** Whether an update in the seconds (lastUpdateSecond, second] found the time equal to the alarm. */
+  private alarmMatchedUpTo(second: bigint): boolean {
+    let from = this.alarmCheckedSecond ?? this.lastUpdateSecond;
+    if (this.alarmSeen || second <= from) return this.alarmSeen;
+    // the alarm pattern repeats daily: one day of updates covers every match
+    if (second - from > 86400n) from = second - 86400n;
+    const t: CalendarTime = { second: 0, minute: 0, hour: 0, dayOfWeek: 1, day: 1, month: 1, year: 1970 };
+    for (let s = from + 1n; s <= second; s++) {
+      breakDown(Number(s), t);
+      if (this.alarmMatches(t)) {
+        this.alarmSeen = true;
+        break;
+      }
+    }
+    this.alarmCheckedSecond = second;
+    return this.alarmSeen;
+  }
+
+  /** Alarm bytes 0xC0-0xFF match any value ("don't care", datasheet "Alarm"). */
+  private alarmMatches(t: CalendarTime): boolean {
+    const c = this.cmos;
+    const field = (alarm: number, value: number): boolean => (alarm & 0xc0) === 0xc0 || alarm === value;
+    return (
+      field(c[RTC_SECONDS_ALARM] ?? 0, this.encode(t.second)) &&
+      field(c[RTC_MINUTES_ALARM] ?? 0, this.encode(t.minute)) &&
+      field(c[RTC_HOURS_ALARM] ?? 0, this.encodeHour(t.hour))
+    );
+  }
+
+  /**
+   * Drives IRQ 8 from the pending flags and the enables in B, and arms the
+   * timer for the next event that could raise it: the next periodic tick
+   * (PIE) or the next update (UIE, and AIE, checked at every update). While
+   * the line is high nothing more can be signalled until C is read.
+   */
+  private updateIrq(): void {
+    const enables = (this.cmos[RTC_REG_B] ?? 0) & REG_C_INTERRUPT_FLAGS;
+    const high = (this.pendingFlags() & enables) !== 0;
+    if (high !== this.irqHigh) {
+      this.irqHigh = high;
+      this.line?.set(high);
+    }
+    const timer = this.timer;
+    if (timer === undefined) return;
+    if (high || enables === 0) {
+      timer.cancel();
+      return;
+    }
+    let next: bigint | undefined;
+    const tick = enables & REG_C_PF ? this.periodicTick() : undefined;
+    if (tick !== undefined) next = this.periodNs(tick + 1n);
+    if (enables & (REG_C_UF | REG_C_AF) && this.running) {
+      const update = (floorDiv(this.guestNs(), NS_PER_S) + 1n) * NS_PER_S - this.rtcOffsetNs;
+      if (next === undefined || update < next) next = update;
+    }
+    if (next === undefined) timer.cancel();
+    else timer.arm(next);
+  }
+
+  /** Run time (clock ns) at which periodic period `tick` begins: the inverse of periodicTick, rounded up. */
+  private periodNs(tick: bigint): bigint {
+    const cycles = this.periodCycles();
+    const num = tick * cycles * NS_PER_S;
+    return (num + 32767n) / 32768n;
+  }
+
+  private periodCycles(): bigint {
+    const rs = (this.cmos[RTC_REG_A] ?? 0) & REG_A_RS;
+    // Rates 1 and 2 are 256 Hz and 128 Hz with the 32.768 kHz time base; from 3 on, 32768 >> (rs - 1) Hz.
+    return BigInt(rs <= 2 ? 1 << (rs + 6) : 1 << (rs - 1));
   }
 
   /** The number of periodic-interrupt periods since the VM started; undefined with no rate or the chain in reset. */
@@ -407,14 +528,15 @@ export class Mc146818Rtc implements Device, BusDevice {
     const a = this.cmos[RTC_REG_A] ?? 0;
     const rs = a & REG_A_RS;
     if (rs === 0 || (a & REG_A_DV_RESET) === REG_A_DV_RESET) return undefined;
-    // Rates 1 and 2 are 256 Hz and 128 Hz with the 32.768 kHz time base; from 3 on, 32768 >> (rs - 1) Hz.
-    const periodCycles = BigInt(rs <= 2 ? 1 << (rs + 6) : 1 << (rs - 1));
-    return (this.clock.nowNs() * 32768n) / (NS_PER_S * periodCycles);
+    return (this.clockNs() * 32768n) / (NS_PER_S * this.periodCycles());
   }
 
   private clearInterruptFlags(): void {
     this.lastUpdateSecond = floorDiv(this.guestNs(), NS_PER_S);
     this.lastPeriodicTick = this.periodicTick() ?? 0n;
+    this.alarmSeen = false;
+    this.alarmCheckedSecond = undefined;
+    this.updateIrq();
   }
 
   // --- persistence -------------------------------------------------------------------------
@@ -441,6 +563,10 @@ export class Mc146818Rtc implements Device, BusDevice {
     this.lastUpdateSecond = s.lastUpdateSecond;
     this.lastPeriodicTick = s.lastPeriodicTick;
     this.nowSecond = undefined;
+    this.alarmSeen = false;
+    this.alarmCheckedSecond = undefined;
+    // the line and the timer follow the loaded registers
+    this.updateIrq();
   }
 
   // --- reset ("RESET" pin: interrupt enables and flags only) ------------------------------
@@ -523,6 +649,7 @@ export const mc146818rtc = defineDeviceType({
     iobase: prop.int(0, 0xfffe).default(0x70),
     /** what the RTC starts from: the host's UTC time (default) or its local time */
     base: prop.oneOf(['utc', 'localtime']).default('utc'),
+    irq: prop.int(0, 23).default(8),
   }),
   create(id, props) {
     return new Mc146818Rtc(id, props);

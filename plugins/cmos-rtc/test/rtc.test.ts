@@ -8,10 +8,12 @@ import {
   mc146818rtc,
   REG_A_UIP,
   REG_B_24H,
+  REG_B_AIE,
   REG_B_DM_BINARY,
   REG_B_PIE,
   REG_B_SET,
   REG_B_UIE,
+  REG_C_AF,
   REG_C_IRQF,
   REG_C_PF,
   REG_C_UF,
@@ -20,13 +22,16 @@ import {
   RTC_DAY_OF_MONTH,
   RTC_DAY_OF_WEEK,
   RTC_HOURS,
+  RTC_HOURS_ALARM,
   RTC_MINUTES,
+  RTC_MINUTES_ALARM,
   RTC_MONTH,
   RTC_REG_A,
   RTC_REG_B,
   RTC_REG_C,
   RTC_REG_D,
   RTC_SECONDS,
+  RTC_SECONDS_ALARM,
   RTC_YEAR,
   type Mc146818Rtc,
 } from '../src/index.js';
@@ -37,6 +42,8 @@ const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
 
 interface Rig {
+  /** the level of the RTC's interrupt line (GSI 8) */
+  irq(): boolean;
   pio: AddressSpace;
   rtc: Mc146818Rtc;
   clock: ManualClock;
@@ -50,7 +57,7 @@ interface Rig {
 const START = new Date(Date.UTC(2024, 1, 29, 13, 45, 30, 250));
 
 function rig(opts: { start?: Date; machine?: Partial<MachineInfo>; props?: Record<string, unknown> } = {}): Rig {
-  const { ctx, pio, clock } = createTestDeviceContext({ wallClockAtStart: opts.start ?? START, machine: opts.machine });
+  const { ctx, pio, clock, irqLevel } = createTestDeviceContext({ wallClockAtStart: opts.start ?? START, machine: opts.machine });
   const rtc = mc146818rtc.create('rtc', parseProperties(mc146818rtc.properties, opts.props ?? {}, 'mc146818rtc')) as Mc146818Rtc;
   rtc.realize(ctx);
   const read = (reg: number): number => {
@@ -62,7 +69,7 @@ function rig(opts: { start?: Date; machine?: Partial<MachineInfo>; props?: Recor
     outb(pio, 0x71, v);
   };
   const time = (): number[] => [RTC_CENTURY, RTC_YEAR, RTC_MONTH, RTC_DAY_OF_MONTH, RTC_HOURS, RTC_MINUTES, RTC_SECONDS].map(read);
-  return { pio, rtc, clock, read, write, time };
+  return { pio, rtc, clock, read, write, time, irq: () => irqLevel(8) };
 }
 
 describe('mc146818rtc', () => {
@@ -254,6 +261,106 @@ describe('mc146818rtc', () => {
       const { read, write } = rig();
       write(RTC_REG_C, 0xff);
       expect(read(RTC_REG_C)).to.equal(0);
+    });
+  });
+
+  describe('interrupts (IRQ 8)', () => {
+    it('periodic: the line rises when a period ends and falls when C is read, period after period', () => {
+      const { read, write, clock, irq } = rig();
+      write(RTC_REG_B, REG_B_24H | REG_B_PIE);
+      read(RTC_REG_C);
+      expect(irq()).to.equal(false);
+      clock.advanceNs(900_000n);
+      expect(irq()).to.equal(false);
+      clock.advanceNs(77_000n); // 977 µs: the first 1024 Hz period is over
+      expect(irq()).to.equal(true);
+      clock.advanceNs(5n * MS); // more periods coalesce while the line is high
+      expect(irq()).to.equal(true);
+      expect(read(RTC_REG_C)).to.equal(REG_C_IRQF | REG_C_PF);
+      expect(irq()).to.equal(false);
+      clock.advanceNs(977_000n);
+      expect(irq()).to.equal(true);
+    });
+
+    it('periodic at rate 15 (2 Hz): nothing for 499 ms, then the interrupt', () => {
+      const { read, write, clock, irq } = rig();
+      write(RTC_REG_A, 0x2f);
+      write(RTC_REG_B, REG_B_24H | REG_B_PIE);
+      read(RTC_REG_C);
+      clock.advanceNs(499n * MS);
+      expect(irq()).to.equal(false);
+      clock.advanceNs(1n * MS);
+      expect(irq()).to.equal(true);
+    });
+
+    it('update-ended: once per second, at the second boundary of the guest clock', () => {
+      const { read, write, clock, irq } = rig(); // starts 250 ms into a second
+      write(RTC_REG_B, REG_B_24H | REG_B_UIE);
+      clock.advanceNs(749n * MS);
+      expect(irq()).to.equal(false);
+      clock.advanceNs(1n * MS);
+      expect(irq()).to.equal(true);
+      // PF too: the periodic rate runs whether or not its interrupt is enabled
+      expect(read(RTC_REG_C)).to.equal(REG_C_IRQF | REG_C_PF | REG_C_UF);
+      clock.advanceNs(999n * MS);
+      expect(irq()).to.equal(false);
+      clock.advanceNs(1n * MS);
+      expect(irq()).to.equal(true);
+    });
+
+    it('alarm: at the update where the time equals the alarm, with 0xC0-0xFF as "don\'t care"', () => {
+      const { read, write, clock, irq } = rig(); // 13:45:30.25
+      write(RTC_SECONDS_ALARM, 0x33);
+      write(RTC_MINUTES_ALARM, 0x45);
+      write(RTC_HOURS_ALARM, 0x13);
+      write(RTC_REG_B, REG_B_24H | REG_B_AIE);
+      clock.advanceNs(2n * S); // 13:45:32.25
+      expect(irq()).to.equal(false);
+      expect(read(RTC_REG_C) & REG_C_AF).to.equal(0);
+      clock.advanceNs(750n * MS); // 13:45:33.00
+      expect(irq()).to.equal(true);
+      expect(read(RTC_REG_C)).to.equal(REG_C_IRQF | REG_C_PF | REG_C_AF | REG_C_UF);
+      // once a minute: seconds 00, minutes and hours "don't care"
+      write(RTC_SECONDS_ALARM, 0x00);
+      write(RTC_MINUTES_ALARM, 0xc0);
+      write(RTC_HOURS_ALARM, 0xff);
+      clock.advanceNs(26n * S); // 13:45:59
+      expect(irq()).to.equal(false);
+      clock.advanceNs(1n * S); // 13:46:00
+      expect(irq()).to.equal(true);
+    });
+
+    it('enabling an interrupt whose flag is already pending raises the line at once; disabling it lowers the line', () => {
+      const { write, clock, irq } = rig();
+      clock.advanceNs(1n * S);
+      expect(irq()).to.equal(false);
+      write(RTC_REG_B, REG_B_24H | REG_B_UIE);
+      expect(irq()).to.equal(true);
+      write(RTC_REG_B, REG_B_24H);
+      expect(irq()).to.equal(false);
+    });
+
+    it('reset lowers the line and stops the interrupts', () => {
+      const { rtc, write, clock, irq } = rig();
+      write(RTC_REG_B, REG_B_24H | REG_B_PIE | REG_B_UIE);
+      clock.advanceNs(1n * S);
+      expect(irq()).to.equal(true);
+      rtc.reset();
+      expect(irq()).to.equal(false);
+      clock.advanceNs(3n * S);
+      expect(irq()).to.equal(false);
+    });
+
+    it('a restored RTC with a pending enabled flag raises its line (migration)', () => {
+      const a = rig();
+      a.write(RTC_REG_B, REG_B_24H | REG_B_UIE);
+      a.read(RTC_REG_C);
+      const saved = a.rtc.saveState();
+      const b = rig();
+      b.rtc.loadState(1, saved);
+      expect(b.irq()).to.equal(false);
+      b.clock.advanceNs(1n * S);
+      expect(b.irq()).to.equal(true);
     });
   });
 

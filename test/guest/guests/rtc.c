@@ -1,6 +1,75 @@
-/* MC146818 RTC and the CMOS memory-size bytes.
+/* MC146818 RTC and the CMOS memory-size bytes, and its interrupts on IRQ 8
+ * (periodic, update-ended, alarm; MC146818A datasheet "Interrupts").
  * Command line: now=<host Unix time, seconds> mem=<-m in MiB>. */
 #include "kit.h"
+#include "intr.h"
+#include "virtio.h" /* tsc_per_ms */
+
+#define VEC (INTR_FIRST_VECTOR + 3)
+
+/* register C as the interrupt handler read it (reading C acknowledges the RTC) */
+static volatile uint8_t last_c;
+static volatile uint8_t all_c;
+
+static void read_c(void)
+{
+	last_c = cmos_read(RTC_REG_C);
+	all_c |= last_c;
+}
+
+static uint8_t to_bcd(uint8_t v) { return (uint8_t)((v / 10) << 4 | v % 10); }
+
+/* Tests 15-21: the three interrupt sources, one after the other. */
+static void interrupts(uint8_t b)
+{
+	/* intr_wait's timeouts count TSC ticks calibrated against the RTC's
+	 * seconds: calibrate now, while no handler can move the CMOS index */
+	tsc_per_ms();
+	intr_init();
+	intr_set_hook(VEC, read_c);
+	ioapic_route(RTC_IRQ, VEC, 0);
+	cmos_read(RTC_REG_C);
+
+	/* update-ended: once a second */
+	cmos_write(RTC_REG_B, b | RTC_REG_B_UIE);
+	uint32_t n = intr_wait(VEC, 1, 2500);
+	tap_okf(n >= 1, "update-ended interrupt (UIE) within a second (%u)", n);
+	tap_ok(all_c & RTC_REG_C_UF, "the handler reads UF");
+	cmos_write(RTC_REG_B, b);
+	cmos_read(RTC_REG_C);
+	intr_wait(VEC, 0xffffffffu, 50); /* let one in flight land */
+
+	/* alarm: two seconds from now, minutes and hours "don't care" */
+	all_c = 0;
+	struct rtc_time t;
+	rtc_read_time(&t);
+	cmos_write(RTC_SECONDS_ALARM, to_bcd((uint8_t)((t.second + 2) % 60)));
+	cmos_write(RTC_MINUTES_ALARM, 0xff);
+	cmos_write(RTC_HOURS_ALARM, 0xff);
+	cmos_read(RTC_REG_C);
+	uint32_t before = intr_count[VEC - INTR_FIRST_VECTOR];
+	cmos_write(RTC_REG_B, b | RTC_REG_B_AIE);
+	n = intr_wait(VEC, before + 1, 4000) - before;
+	tap_okf(n >= 1, "alarm interrupt (AIE) when the seconds match (%u)", n);
+	tap_ok(all_c & RTC_REG_C_AF, "the handler reads AF");
+	cmos_write(RTC_REG_B, b);
+	cmos_read(RTC_REG_C);
+	intr_wait(VEC, 0xffffffffu, 50);
+
+	/* periodic at the power-on rate (register A RS = 6: 1024 Hz) */
+	all_c = 0;
+	before = intr_count[VEC - INTR_FIRST_VECTOR];
+	cmos_write(RTC_REG_B, b | RTC_REG_B_PIE);
+	n = intr_wait(VEC, before + 20, 3000) - before;
+	tap_okf(n >= 20, "periodic interrupt (PIE, 1024 Hz): 20 arrive (%u in the wait)", n);
+	tap_ok(all_c & RTC_REG_C_PF && all_c & RTC_REG_C_IRQF, "the handler reads PF and IRQF in register C");
+	cmos_write(RTC_REG_B, b);
+	cmos_read(RTC_REG_C);
+	intr_wait(VEC, 0xffffffffu, 50); /* let one in flight land */
+	before = intr_count[VEC - INTR_FIRST_VECTOR];
+	tap_is(intr_wait(VEC, before + 1, 300), before, "with PIE clear, no more periodic interrupts");
+	ioapic_mask(RTC_IRQ);
+}
 
 /* Polls register A until the seconds register changes; counts how often
  * UIP was seen set on the way. Returns 0 if seconds never changed. */
@@ -31,7 +100,7 @@ int guest_main(void)
 	uint32_t host_now = cmdline_get_u32(cmdline, "now", 0);
 	uint32_t mem_mib = cmdline_get_u32(cmdline, "mem", 0);
 
-	tap_plan(14);
+	tap_plan(21);
 
 	uint8_t a = cmos_read(RTC_REG_A), b = cmos_read(RTC_REG_B), d = cmos_read(RTC_REG_D);
 	tap_diag("register A 0x%02x, B 0x%02x, D 0x%02x", a, b, d);
@@ -77,5 +146,7 @@ int guest_main(void)
 	tap_is(ext, ext_expected, "CMOS 0x30/0x31: KiB above 1 MiB, capped at 0xffff");
 	tap_is(ext16, ext16_expected, "CMOS 0x34/0x35: 64 KiB blocks above 16 MiB");
 	tap_is(cmos_read(RTC_CENTURY), 0x20, "CMOS 0x32: century 20 in BCD");
+
+	interrupts(b);
 	tap_done();
 }

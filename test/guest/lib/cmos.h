@@ -20,7 +20,20 @@
 #define RTC_REG_D 0x0d
 #define RTC_CENTURY 0x32 /* the IBM PC/AT location, used by QEMU and SeaBIOS */
 
+#define RTC_SECONDS_ALARM 0x01
+#define RTC_MINUTES_ALARM 0x03
+#define RTC_HOURS_ALARM 0x05
+
 #define RTC_REG_A_UIP 0x80
+#define RTC_REG_B_PIE 0x40
+#define RTC_REG_B_AIE 0x20
+#define RTC_REG_B_UIE 0x10
+#define RTC_REG_C_IRQF 0x80
+#define RTC_REG_C_PF 0x40
+#define RTC_REG_C_AF 0x20
+#define RTC_REG_C_UF 0x10
+/* the RTC's ISA interrupt, IOAPIC pin 8 on a PC */
+#define RTC_IRQ 8
 #define RTC_REG_B_24H 0x02
 #define RTC_REG_B_DM_BINARY 0x04
 #define RTC_REG_B_SET 0x80

@@ -10,6 +10,7 @@ import { MULTIBOOT_HEADER_MAGIC } from '../boot/multiboot.js';
 import type { Chardev } from '../chardev.js';
 import { createContainer } from '../container.js';
 import type { DeviceContext, MachineInfo, RngBackend, VirtualClock } from '../device.js';
+import type { VirtualTimer } from '../virtual-timer.js';
 import { ConfigError } from '../errors.js';
 import { FirmwareConfig } from '../firmware-config.js';
 import { GuestMemory } from '../guest-memory.js';
@@ -93,9 +94,10 @@ export class FakeNotifyServices implements InterruptAndNotifyServices {
   }
 }
 
-/** A clock the test moves by hand. */
+/** A clock the test moves by hand; its timers fire, in deadline order, as it passes their deadlines. */
 export class ManualClock implements VirtualClock {
   ns = 0n;
+  private readonly timers = new Set<{ deadline: bigint | undefined; callback: () => void }>();
   constructor(private readonly wall = new Date(Date.UTC(2026, 0, 1, 12, 0, 0))) {}
   nowNs(): bigint {
     return this.ns;
@@ -103,8 +105,38 @@ export class ManualClock implements VirtualClock {
   wallClockAtStart(): Date {
     return this.wall;
   }
+  createTimer(callback: () => void): VirtualTimer {
+    const t = { deadline: undefined as bigint | undefined, callback };
+    this.timers.add(t);
+    return {
+      arm: (deadlineNs: bigint) => {
+        t.deadline = deadlineNs;
+      },
+      cancel: () => {
+        t.deadline = undefined;
+      },
+      get deadlineNs() {
+        return t.deadline;
+      },
+    };
+  }
   advanceMs(ms: number): void {
-    this.ns += BigInt(Math.round(ms * 1e6));
+    this.advanceNs(BigInt(Math.round(ms * 1e6)));
+  }
+  /** Moves the clock to now + ns, stopping at each timer deadline on the way to run its callback. */
+  advanceNs(ns: bigint): void {
+    const end = this.ns + ns;
+    for (;;) {
+      let next: { deadline: bigint | undefined; callback: () => void } | undefined;
+      for (const t of this.timers) {
+        if (t.deadline !== undefined && t.deadline <= end && (next === undefined || t.deadline < (next.deadline ?? 0n))) next = t;
+      }
+      if (next === undefined || next.deadline === undefined) break;
+      if (next.deadline > this.ns) this.ns = next.deadline;
+      next.deadline = undefined;
+      next.callback();
+    }
+    this.ns = end;
   }
 }
 
