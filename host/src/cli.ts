@@ -101,6 +101,14 @@ export async function main(argv: string[]): Promise<number> {
   return status;
 }
 
+// Output piped into a reader that stops early (`| head`): end quietly, as qemu-img does.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw err;
+  });
+}
+
 const status = await main(process.argv.slice(2));
 process.exitCode = status;
 // A finished VM leaves nothing that should keep the process alive; make sure stray handles do not.

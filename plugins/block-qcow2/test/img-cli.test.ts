@@ -42,6 +42,16 @@ describe('tsvmm img', function () {
     expect(r3.err).to.contain("unknown image format 'nope'");
   });
 
+  it('create -o help lists the options without a filename, as qemu-img; without -o help a filename is required', async () => {
+    const help = await img(['create', '-f', 'qcow2', '-o', 'help']);
+    expect(help.code).to.equal(0);
+    expect(help.out).to.match(/^Supported options for qcow2:\n/);
+    expect(help.out).to.match(/cluster_size/);
+    const missing = await img(['create', '-f', 'qcow2']);
+    expect(missing.code).to.equal(1);
+    expect(missing.err).to.match(/missing the image's filename/);
+  });
+
   it('info --output json matches qemu-img for the fields both fill', async () => {
     const f = s.file('i.qcow2');
     qemu('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'compat=0.10', f, '3M']);

@@ -49,9 +49,9 @@ export async function runImg(argv: string[], io: ImgIo): Promise<number> {
     .option('-F <backing_fmt>', 'format of the backing file')
     .option('-u', 'do not open the backing file (unsafe)')
     .option('-q', 'quiet')
-    .argument('<filename>')
+    .argument('[filename]', 'the image to create (not needed with -o help)')
     .argument('[size]', 'size with optional k, M, G, T suffix')
-    .action((filename: string, size: string | undefined, o: { f: string; o?: Record<string, string>; b?: string; F?: string; u?: boolean; q?: boolean }) =>
+    .action((filename: string | undefined, size: string | undefined, o: { f: string; o?: Record<string, string>; b?: string; F?: string; u?: boolean; q?: boolean }) =>
       set(cmdCreate(io, filename, size, { format: o.f, options: o.o, backing: o.b, backingFormat: o.F, unsafe: o.u, quiet: o.q })),
     );
 

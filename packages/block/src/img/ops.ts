@@ -7,7 +7,7 @@ import { createProgress } from './progress.js';
 
 export async function cmdCreate(
   io: ImgIo,
-  filename: string,
+  filenameArg: string | undefined,
   sizeArg: string | undefined,
   o: { format?: string; options?: Record<string, string>; backing?: string; backingFormat?: string; unsafe?: boolean; quiet?: boolean },
 ): Promise<number> {
@@ -22,6 +22,8 @@ export async function cmdCreate(
     for (const c of d.createOptions ?? []) io.stdout.write(`  ${c.name.padEnd(24)} <${c.type}>  - ${c.help}${c.default !== undefined ? ` (default: ${c.default})` : ''}\n`);
     return 0;
   }
+  if (filenameArg === undefined) throw new ImgExit(1, "create: missing the image's filename (usage: create [-f FMT] [-o OPTIONS] FILENAME [SIZE])");
+  const filename = filenameArg;
   let size: number | undefined;
   const sizeText = sizeArg ?? options['size'];
   delete options['size'];

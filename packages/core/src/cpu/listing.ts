@@ -109,5 +109,5 @@ export function formatCpuHelp(listing: readonly CpuModelListing[]): string {
     '  level= xlevel= vendor= family= model= stepping= model-id= phys-bits= kvm=off l3-cache=off,',
     '  hv-relaxed hv-vapic hv-time hv-vpindex hv-runtime hv-synic hv-stimer hv-reset hv-frequencies hv-spinlocks=N',
   );
-  return out.join('\n');
+  return `${out.join('\n')}\n`;
 }
