@@ -8,6 +8,7 @@
 import { Command } from 'commander';
 import { ConfigError, errorCauses, EXIT_VMM_ERROR } from '@tsvmm/core';
 import { TsvmmClient, ResponseError } from '@tsvmm/client';
+import { ErrorCodes } from '@tsvmm/protocol';
 import { readAuthToken } from './server/serve-cmd.js';
 
 interface CtlOptions {
@@ -28,7 +29,19 @@ export async function ctl(method: string, json: string | undefined, o: CtlOption
     }
   }
   const authToken = o.authTokenFile !== undefined ? readAuthToken(o.authTokenFile) : undefined;
-  const client = await TsvmmClient.connect(o.connect, { clientName: 'tsvmm ctl', ...(authToken !== undefined ? { authToken } : {}) });
+  let client: TsvmmClient;
+  try {
+    client = await TsvmmClient.connect(o.connect, { clientName: 'tsvmm ctl', ...(authToken !== undefined ? { authToken } : {}) });
+  } catch (err) {
+    // the server's words are for programs (an initialize field); say it in ctl's terms
+    if (err instanceof ResponseError && err.code === ErrorCodes.Unauthorized) {
+      throw new ConfigError(
+        authToken === undefined ? `${o.connect} requires an auth token` : `${o.connect} refused the auth token in ${o.authTokenFile ?? ''}`,
+        { hint: authToken === undefined ? 'pass --auth-token-file FILE (the file the server was started with)' : 'use the file the server was started with' },
+      );
+    }
+    throw err;
+  }
   try {
     let until: RegExp | undefined;
     let followDone: Promise<void> | undefined;

@@ -4,7 +4,7 @@
  * `initialize` and disconnected.
  */
 import { expect } from 'chai';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { TsvmmClient, ResponseError } from '@tsvmm/client';
@@ -46,6 +46,30 @@ describe('rpc auth and TCP', function () {
       const client = await TsvmmClient.connect(`tcp:127.0.0.1:${port}`, { authToken: token });
       expect((await client.vmList()).vms).to.deep.equal([]);
       await client.close();
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('tsvmm ctl: without --auth-token-file it says to pass one; with it, it works', async () => {
+    const port = await freePort();
+    const server = await startServer({ listen: `tcp:127.0.0.1:${port}`, args: ['--auth-token-file', tokenFile] });
+    try {
+      const ctl = (...extra: string[]) =>
+        new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+          const p = spawn(process.execPath, [tsvmmCli, 'ctl', '--connect', `tcp:127.0.0.1:${port}`, ...extra, 'vm/list'], { stdio: ['ignore', 'pipe', 'pipe'] });
+          let stdout = '';
+          let stderr = '';
+          p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+          p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+          p.on('exit', (status) => resolve({ status, stdout, stderr }));
+        });
+      const without = await ctl();
+      expect(without.status).to.equal(2);
+      expect(without.stderr).to.match(/requires an auth token .*pass --auth-token-file FILE/);
+      const withToken = await ctl('--auth-token-file', tokenFile);
+      expect(withToken.status, withToken.stderr).to.equal(0);
+      expect(JSON.parse(withToken.stdout)).to.deep.equal({ vms: [] });
     } finally {
       await server.stop();
     }
