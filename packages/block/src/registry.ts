@@ -12,7 +12,7 @@ import { realpath } from 'node:fs/promises';
 import type { DependencyContainer } from 'tsyringe';
 import { PluginTokens } from '@tsvmm/core';
 import type { BlockDevice, BlockDriverDefinition, BlockCreateOptions } from './driver.js';
-import { BlockError, BlockFormatError, BlockIOError } from './errors.js';
+import { BlockError, BlockFormatError, BlockIOError, BlockUnsupportedError } from './errors.js';
 import { ImageFile } from './image-file.js';
 
 export interface OpenImageOptions {
@@ -81,11 +81,15 @@ export class BlockDriverRegistry {
     return d;
   }
 
+  /** The protocol driver a URI's scheme names; `nbd+unix://` and `nbd+tcp://` are nbd's transports. */
+  private protocolDriverFor(filename: string): BlockDriverDefinition | undefined {
+    const scheme = /^([a-z][a-z0-9.-]*)(?:\+[a-z0-9.-]+)?:\/\//i.exec(filename)?.[1]?.toLowerCase();
+    return scheme === undefined ? undefined : [...this.drivers.values()].find((d) => d.protocol === scheme);
+  }
+
   /** The format whose driver is most confident about the file's first bytes. */
   async probe(filename: string): Promise<string> {
-    // a URI's scheme names its protocol driver; `nbd+unix://` and `nbd+tcp://` are nbd's transports
-    const scheme = /^([a-z][a-z0-9.-]*)(?:\+[a-z0-9.-]+)?:\/\//i.exec(filename)?.[1]?.toLowerCase();
-    const proto = scheme === undefined ? undefined : [...this.drivers.values()].find((d) => d.protocol === scheme);
+    const proto = this.protocolDriverFor(filename);
     if (proto) return proto.format;
     const file = await ImageFile.open(filename, { readOnly: true });
     const head = new Uint8Array(PROBE_BYTES);
@@ -148,7 +152,20 @@ export class BlockDriverRegistry {
         'flatten it with `tsvmm img convert`',
       );
     }
-    const format = opts.format ?? (await this.probe(filename));
+    let format = opts.format ?? (await this.probe(filename));
+    const proto = this.protocolDriverFor(filename);
+    if (proto !== undefined && format !== proto.format) {
+      // qemu stacks a format on a protocol (raw over nbd://); tsvmm's protocol drivers
+      // already present the guest-visible bytes, so raw over them is the protocol itself
+      if (format !== 'raw') {
+        throw new BlockUnsupportedError(
+          filename,
+          'open',
+          `format ${format} over ${proto.protocol ?? proto.format}:// is not supported: tsvmm's ${format} driver reads local files; export the image with its format (tsvmm nbd serve, qemu-nbd -f ${format}) and open the export as raw`,
+        );
+      }
+      format = proto.format;
+    }
     const driver = this.get(format);
     const here = [...chain, { filename, key }];
     return driver.open({

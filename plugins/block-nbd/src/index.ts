@@ -138,7 +138,8 @@ export class NbdDevice implements BlockDevice {
 
   async blockStatus(offset: number, length: number): Promise<BlockStatusExtent> {
     checkRequest(this, offset, length);
-    const data: BlockStatusExtent = { offset, length, data: true, zero: false, allocated: true, depth: 0 };
+    // as qemu's nbd driver: the export maps 1:1 (offset = the guest offset, in the export's URL)
+    const data: BlockStatusExtent = { offset, length, data: true, zero: false, allocated: true, depth: 0, hostOffset: offset, hostFile: this.filename };
     if (this.client.info.allocationContext === undefined || length === 0) return data;
     let ext: Array<{ length: number; flags: number }>;
     try {
@@ -149,13 +150,17 @@ export class NbdDevice implements BlockDevice {
     const first = ext[0];
     if (first === undefined || first.length === 0) return data;
     const hole = (first.flags & NBD_STATE_HOLE) !== 0;
+    const zero = (first.flags & NBD_STATE_ZERO) !== 0;
     return {
       offset,
       length: Math.min(first.length, length),
       data: !hole,
-      zero: (first.flags & NBD_STATE_ZERO) !== 0,
-      allocated: !hole,
+      zero,
+      // qemu counts a protocol's range as allocated when it holds data or reads as zeroes
+      allocated: !hole || zero,
       depth: 0,
+      hostOffset: offset,
+      hostFile: this.filename,
     };
   }
 

@@ -5,7 +5,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { BlockDriverRegistry, BlockIOError, BlockReadOnlyError, type BlockDevice } from '@tsvmm/block';
+import { BlockDriverRegistry, BlockIOError, BlockReadOnlyError, runImg, type BlockDevice } from '@tsvmm/block';
 import { NbdServer, parseNbdUrl } from '@tsvmm/block/nbd';
 import { NbdDevice, nbdDriver } from '../src/index.js';
 
@@ -121,6 +121,30 @@ describe('nbd driver: reads exports served by qemu-nbd', function () {
       }
     } finally {
       await dev.close();
+    }
+    // format=raw over nbd:// is the export itself, as qemu's raw-over-nbd; another format over it is refused
+    const raw = await registry.openImage(`nbd+unix:///qdisk?socket=${sock}`, { format: 'raw', readOnly: true });
+    try {
+      expect(raw.format).to.equal('nbd');
+      expect(raw.size).to.equal(40 * MiB);
+    } finally {
+      await raw.close();
+    }
+    let err: unknown;
+    try {
+      await registry.openImage(`nbd+unix:///qdisk?socket=${sock}`, { format: 'qcow2', readOnly: true });
+    } catch (e) {
+      err = e;
+    }
+    expect(String(err)).to.match(/format qcow2 over nbd:\/\/ is not supported/);
+
+    // `img map` over the export prints what qemu-img map prints for it
+    const url = `nbd+unix:///qdisk?socket=${sock}`;
+    for (const output of ['json', 'human']) {
+      let out = '';
+      const code = await runImg(['map', '--output', output, url], { stdout: { write: (t: string) => (out += t) }, stderr: { write: () => true }, registry });
+      expect(code).to.equal(0);
+      expect(out, output).to.equal(qemuImg(['map', '--output', output, url]));
     }
   });
 
