@@ -14,7 +14,7 @@ import * as fs from 'node:fs';
 import type { Accelerator, AcceleratorMigration, AcceleratorState, AcceleratorVm, ExitSink, VcpuEvent } from './accelerator.js';
 import type { CpuidEntry } from './cpu/cpuid.js';
 import { AddressSpace } from './address-space.js';
-import { loadKernel, readBootFile, type LoadedKernel } from './boot/index.js';
+import { loadKernel, parseBzImageHeader, readBootFile, type LoadedKernel } from './boot/index.js';
 import { createChardev, type Chardev } from './chardev.js';
 import { planCpuid, type CpuidPlan } from './cpu/compose.js';
 import { parseCpuOption } from './cpu/cpu-option.js';
@@ -265,7 +265,9 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
       await machine.createDevices();
       machine.devicesReady();
       // RAM and vCPUs of an incoming machine come from the stream; loading the kernel would only leave stale bytes.
+      // Its fw_cfg is not in the stream (as in QEMU): it is rebuilt from the description.
       if (options.incoming !== true) machine.loadKernel();
+      else if (parseBzImageHeader(kernelImage) !== undefined) machine.linuxFirmwareConfig();
     } catch (err) {
       await machine.teardown();
       throw err;
@@ -974,12 +976,14 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
       ...(this.description.initrd !== undefined ? { initrd: this.description.initrd } : {}),
     };
     this.loadedKernel = loadKernel(this.memory, this.layout, spec, this.kernelImage);
-    if (this.loadedKernel.protocol === 'linux') {
-      // As QEMU: the Linux path also offers the command line through fw_cfg; the multiboot path does not.
-      const cmdline = this.description.append ?? '';
-      this.fwCfg.setU32(FwCfgKey.CMDLINE_SIZE, new TextEncoder().encode(cmdline).length + 1);
-      this.fwCfg.setString(FwCfgKey.CMDLINE_DATA, cmdline);
-    }
+    if (this.loadedKernel.protocol === 'linux') this.linuxFirmwareConfig();
     this.accel.setBootEntry(this.loadedKernel.entry);
+  }
+
+  /** As QEMU: the Linux path also offers the command line through fw_cfg; the multiboot path does not. */
+  private linuxFirmwareConfig(): void {
+    const cmdline = this.description.append ?? '';
+    this.fwCfg.setU32(FwCfgKey.CMDLINE_SIZE, new TextEncoder().encode(cmdline).length + 1);
+    this.fwCfg.setString(FwCfgKey.CMDLINE_DATA, cmdline);
   }
 }

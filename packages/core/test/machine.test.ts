@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { z } from 'zod';
-import { createContainer,
+import { createContainer, FwCfgKey,
   AddressRangeError,
   ConfigError,
   EXIT_GUEST_CRASH,
@@ -29,6 +29,7 @@ import { createContainer,
   parseCpuidTable,
 } from '../src/index.js';
 import { FakeNotifyServices, writeMultibootHeaderKernel } from '../src/testing/index.js';
+import { fakeBzImage } from './fake-bzimage.js';
 
 const pvmHost = parseCpuidTable(
   (JSON.parse(fs.readFileSync(new URL('../../test/fixtures/cpuid/pvm-dev-host-2026.json', import.meta.url), 'utf8')) as { supported: unknown }).supported,
@@ -183,6 +184,19 @@ describe('Machine', () => {
     Machine.create({ kernel, serial: ['none'], ...desc }, { registry, accelerator: accel });
 
   const nextExit = (m: Machine): Promise<MachineExit> => new Promise((resolve) => m.once('exit', resolve));
+
+  it('gives a Linux kernel its command line in fw_cfg, also on a machine waiting for a migration stream', async () => {
+    const bz = path.join(dir, 'bzImage');
+    fs.writeFileSync(bz, fakeBzImage());
+    for (const incoming of [false, true]) {
+      const m = await Machine.create({ kernel: bz, append: 'console=ttyS0 quiet', serial: ['none'] }, { registry, accelerator: accel, incoming });
+      try {
+        expect(new TextDecoder().decode(m.fwCfg.lookup(FwCfgKey.CMDLINE_DATA)), `incoming=${incoming}`).to.equal('console=ttyS0 quiet\0');
+      } finally {
+        await m.destroy();
+      }
+    }
+  });
 
   it('boots the kernel into the bootstrap processor and starts in state created', async () => {
     const m = await create({});
