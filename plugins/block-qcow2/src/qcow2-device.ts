@@ -435,33 +435,24 @@ export class Qcow2Device implements BlockDevice, RefcountHost {
    */
   private async l2ForWrite(l1i: number): Promise<L2Table> {
     const existing = await this.l2ForRead(l1i, true);
-    if (existing && !(this.l1View.getUint32(l1i * 8) & HI_COPIED)) return this.copyL2(l1i, existing);
-    if (existing) return existing;
-    await this.beforeAllocation();
-    const off = await this.refcounts.allocate(1);
-    const buf = new Uint8Array(this.clusterSize);
-    const t: L2Table = { offset: off, buf, view: new DataView(buf.buffer), dirty: true };
-    await this.makeRoomInL2Cache(true);
-    this.l2Cache.set(off, t);
-    this.l2Set.add(off);
-    this.l1View.setUint32(l1i * 8, (HI_COPIED | Math.floor(off / 0x100000000)) >>> 0);
-    this.l1View.setUint32(l1i * 8 + 4, off >>> 0);
-    this.l1Dirty.add(l1i);
+    if (existing && this.l1View.getUint32(l1i * 8) & HI_COPIED) return existing;
+    const t = await this.newL2(l1i, existing?.buf.slice() ?? new Uint8Array(this.clusterSize));
+    // a shared table loses this image's reference once the new L1 entry is durable
+    if (existing) this.pendingFree.push(existing.offset / this.clusterSize);
     return t;
   }
 
-  private async copyL2(l1i: number, shared: L2Table): Promise<L2Table> {
+  /** Puts `buf` in a freshly allocated L2 cluster and points L1 entry l1i at it (COPIED). */
+  private async newL2(l1i: number, buf: Uint8Array): Promise<L2Table> {
     await this.beforeAllocation();
     const off = await this.refcounts.allocate(1);
-    const buf = shared.buf.slice();
-    const t: L2Table = { offset: off, buf, view: new DataView(buf.buffer), dirty: true };
+    const t: L2Table = { offset: off, buf, view: new DataView(buf.buffer, buf.byteOffset, buf.byteLength), dirty: true };
     await this.makeRoomInL2Cache(true);
     this.l2Cache.set(off, t);
     this.l2Set.add(off);
     this.l1View.setUint32(l1i * 8, (HI_COPIED | Math.floor(off / 0x100000000)) >>> 0);
     this.l1View.setUint32(l1i * 8 + 4, off >>> 0);
     this.l1Dirty.add(l1i);
-    this.pendingFree.push(shared.offset / this.clusterSize);
     return t;
   }
 
