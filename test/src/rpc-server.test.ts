@@ -234,6 +234,14 @@ describe('rpc server (fake accelerator)', function () {
     await client.vmDestroy({ vmId });
   });
 
+  it('refuses to cold-plug into a VM that waits for a migration stream, saying so', async () => {
+    const vmId = await create({ incoming: 'tcp:127.0.0.1:0' });
+    const e = await rpcError(client.deviceAdd({ vmId, device: { driver: 'virtio-rng-pci', id: 'rng0' } }));
+    expect(e.code).to.equal(ErrorCodes.HotplugUnsupported);
+    expect(e.message).to.match(/cannot add device type 'virtio-rng-pci': the VM waits for a migration stream/);
+    await client.vmDestroy({ vmId });
+  });
+
   it('refuses to cold-plug a device whose realize fails, leaving the device set as it was', async () => {
     const vmId = await create();
     const before = (await client.deviceList({ vmId })).devices.map((d) => d.id);

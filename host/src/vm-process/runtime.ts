@@ -391,11 +391,16 @@ export class VmRuntime {
     }
     const { driver: _driver, id: _id, ...props } = spec;
     parseProperties(def.properties, { ...(m.machineType.compatProps[def.name] ?? {}), ...props }, `device '${id ?? def.name}' (${def.name})`);
-    if (m.coldPlugRefusal(def) === undefined) {
+    const refusal = m.coldPlugRefusal(def);
+    if (refusal === undefined) {
       // cold-plug: the VM has not run yet, so no hot-plug controller is needed
       const device = await m.coldPlug(spec);
       this.notify(ChildDeviceAdded, { device });
       return device;
+    }
+    if (m.state === 'created' && def.bus === 'pci') {
+      // not run yet, but cold-plug is out too (an incoming VM): say that, not the hot-plug story
+      throw new ProtocolError(ErrorCodes.HotplugUnsupported, `cannot add device type '${def.name}': ${refusal}`, { reason: refusal });
     }
     const reason = hotplugReason(def);
     throw new ProtocolError(ErrorCodes.HotplugUnsupported, `cannot hot-plug device type '${def.name}': ${reason}${def.bus === 'pci' ? `; ${COLD_PLUG_HINT}` : ''}`, {
