@@ -58,6 +58,7 @@ export function buildProgram(setStatus: (status: number) => void): Command {
     .option('--object <TYPE,id=ID[,...]>', 'add an object: iothread,id=ID (a device data plane thread), rng-random,id=ID[,filename=PATH] or rng-builtin,id=ID (an entropy source for virtio-rng-pci,rng=ID); repeatable', collect, [])
     .option('--drive <file=PATH[,format=F][,if=virtio|none][,id=ID][,readonly=on][,discard=unmap][,iothread=ID]>', 'add a drive; if=virtio (the default) also adds a virtio-blk-pci device; repeatable', collect, [])
     .option('--incoming <uri>', 'wait for a migration stream instead of booting: tcp:HOST:PORT, unix:PATH or file:PATH (a snapshot)')
+    .option('--control <unix:PATH>', "serve the control protocol for this VM (vm-1) on a unix socket, as QEMU's -qmp: status, pause, migration, ...")
     .option('--dump-cpuid <file>', 'debugging: write each vCPU\'s CPUID tables (given with KVM_SET_CPUID2, held by KVM per KVM_GET_CPUID2) to FILE as JSON before the guest starts')
     .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error']).default('warn'))
     .action(async (opts: RunOptions) => {

@@ -32,6 +32,7 @@ import {
 } from '@tsvmm/core';
 import type { KvmAccelerator } from '@tsvmm/core/kvm';
 import { createPluginRegistry } from './plugins.js';
+import { startRunControl, type RunControl } from './run-control.js';
 
 export interface RunOptions {
   kernel?: string;
@@ -57,6 +58,8 @@ export interface RunOptions {
   dumpCpuid?: string;
   /** QEMU's -incoming: tcp:HOST:PORT | unix:PATH | file:PATH — the VM's state comes from a migration stream */
   incoming?: string;
+  /** QEMU's -qmp: unix:PATH — the control protocol for this VM (run-control.ts) */
+  control?: string;
 }
 
 /** The KVM accelerator loads the native addon; import it only when a VM is really run. */
@@ -243,6 +246,21 @@ export async function runVm(o: RunOptions): Promise<number> {
       throw err;
     }
   }
+  let control: RunControl | undefined;
+  if (o.control !== undefined) {
+    try {
+      control = await startRunControl(o.control, machine, registry, {
+        ...(desc.name !== undefined ? { name: desc.name } : {}),
+        logLevel: o.logLevel,
+        logLine: (line) => process.stderr.write(`tsvmm: ${line}\n`),
+      });
+    } catch (err) {
+      await machine.destroy();
+      throw err;
+    }
+    // Always said, as the incoming address is: scripts wait for it.
+    process.stderr.write(`tsvmm: control socket at ${control.address} (the VM is vm-1)\n`);
+  }
   return new Promise<number>((resolve) => {
     const onSignal = (sig: NodeJS.Signals): void => {
       process.stderr.write(`tsvmm: terminating on signal ${sig}\n`);
@@ -258,7 +276,17 @@ export async function runVm(o: RunOptions): Promise<number> {
       process.off('SIGTERM', onSignal);
       if (exit.status !== 0 && exit.reason !== 'debug-exit') process.stderr.write(`tsvmm: ${exit.message}\n`);
       else log.debug(exit.message);
-      resolve(exit.status);
+      if (control === undefined) {
+        resolve(exit.status);
+        return;
+      }
+      control.close().then(
+        () => resolve(exit.status),
+        (err: unknown) => {
+          process.stderr.write(`tsvmm: closing the control socket failed: ${(err as Error).message}\n`);
+          resolve(exit.status);
+        },
+      );
     });
     if (incoming === undefined) machine.start();
     else

@@ -97,6 +97,11 @@ export interface ControlServerOptions {
   logLine?: (line: string) => void;
   /** called when a --stdio client sends `exit` */
   onExit?: (status: number) => void;
+  /**
+   * The server controls one VM that runs already (`tsvmm run --control`):
+   * vm/create is refused, naming why.
+   */
+  monitorOf?: string;
 }
 
 export class ControlServer implements SessionHost {
@@ -110,6 +115,8 @@ export class ControlServer implements SessionHost {
   private readonly logRank: number;
   private readonly logLine: (line: string) => void;
   private readonly authToken: Buffer | undefined;
+  private inFlight = 0;
+  private readonly idleWaiters: Array<() => void> = [];
 
   constructor(private readonly opts: ControlServerOptions = {}) {
     this.maxMessageBytes = opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
@@ -174,7 +181,20 @@ export class ControlServer implements SessionHost {
   async handle(method: string, params: unknown, ctx: RequestContext): Promise<unknown> {
     const h = this.handlers.get(method);
     if (h === undefined) throw new ProtocolError(ErrorCodes.MethodNotFound, `unknown method '${method}'`, { method });
-    return h(params, ctx);
+    this.inFlight++;
+    try {
+      return await h(params, ctx);
+    } finally {
+      this.inFlight--;
+      if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
+    }
+  }
+
+  /** Resolves once no request is being handled and the last answers have been handed to their connections. */
+  async idle(): Promise<void> {
+    if (this.inFlight > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    // the answer is written when the handler's promise settles: one turn later
+    await new Promise((resolve) => setImmediate(resolve));
   }
 
   /** Close every connection and destroy every VM. */
@@ -306,6 +326,9 @@ export class ControlServer implements SessionHost {
     });
 
     this.on(VmCreate, async (p, ctx) => {
+      if (this.opts.monitorOf !== undefined) {
+        throw new ProtocolError(ErrorCodes.InvalidRequest, `this is the control socket of ${this.opts.monitorOf}: it serves that VM only and creates none`, {}, undefined);
+      }
       const title = `creating VM${p.description.name !== undefined ? ` '${p.description.name}'` : ''}`;
       ctx.progress({ kind: 'begin', title, cancellable: true, percentage: 0 });
       try {

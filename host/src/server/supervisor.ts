@@ -9,7 +9,7 @@ import { ErrorCodes } from '@tsvmm/protocol';
 import type { CancellationToken } from 'vscode-jsonrpc';
 import { ChildShutdown, type VmProcessStatus } from '../vm-process/channel.js';
 import { ProtocolError, vmNotFound } from './errors.js';
-import { VmProcessHandle, type VmLogEvent, type VmStateChangeEvent } from './vm-process-handle.js';
+import { VmProcessHandle, type VmEndpoint, type VmLogEvent, type VmStateChangeEvent } from './vm-process-handle.js';
 
 /** How long vm/destroy waits for a VM to power off before killing its process. */
 const SHUTDOWN_GRACE_MS = 10_000;
@@ -71,6 +71,20 @@ export class VmSupervisor extends EventEmitter<SupervisorEvents> {
     } finally {
       handle.off('progress', onProgress);
     }
+  }
+
+  /** Serve a VM that runs elsewhere already (`tsvmm run --control`: in this process), as vm-N like the others. */
+  async adopt(endpoint: VmEndpoint, name?: string): Promise<VmProcessHandle> {
+    const vmId = `vm-${this.nextId++}`;
+    const handle = new VmProcessHandle({ vmId, endpoint });
+    handle.on('log', (l) => this.emit('log', vmId, l));
+    await handle.attach(name);
+    this.vms.set(vmId, handle);
+    handle.on('stateChanged', (c) => this.emit('stateChanged', vmId, c));
+    handle.on('consoleOutput', (o) => this.emit('consoleOutput', vmId, o));
+    handle.on('deviceAdded', (d) => this.emit('deviceAdded', vmId, d));
+    handle.on('deviceRemoved', (id) => this.emit('deviceRemoved', vmId, id));
+    return handle;
   }
 
   get(vmId: string): VmProcessHandle {

@@ -64,6 +64,61 @@ export interface VmProcessOptions {
   env?: NodeJS.ProcessEnv;
   /** the process's stderr/stdout lines */
   onOutputLine?: (line: string) => void;
+  /** talk to this VM instead of forking a VM process (`tsvmm run --control`: the VM runs in this process) */
+  endpoint?: VmEndpoint;
+}
+
+/**
+ * Where a VM runs, as the handle sees it: the private channel, and the
+ * process behind it (its pid, its end, how to make it end).
+ */
+export interface VmEndpoint {
+  /** the private channel, not yet listening */
+  readonly connection: MessageConnection;
+  readonly pid: number | undefined;
+  /** the channel is open */
+  readonly connected: boolean;
+  /** close the channel: a VM process then ends by itself */
+  release(): void;
+  kill(signal: NodeJS.Signals): void;
+  /** called once when the VM's process (or, in-process, the VM) has ended */
+  onExit(listener: (code: number | null, signal: NodeJS.Signals | null) => void): void;
+  onError(listener: (err: Error) => void): void;
+}
+
+/** A forked VM process (host/src/vm-process/main.js) with an IPC channel. */
+function forkedEndpoint(opts: VmProcessOptions): VmEndpoint {
+  const child: ChildProcess = fork(VM_PROCESS_MAIN, [], {
+    // stdout is piped, never inherited: over --stdio the server's stdout is the protocol.
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+    env: opts.env ?? process.env,
+    serialization: 'json',
+  });
+  const onLine = opts.onOutputLine ?? (() => undefined);
+  for (const stream of [child.stdout, child.stderr]) {
+    if (stream) readline.createInterface({ input: stream }).on('line', onLine);
+  }
+  return {
+    connection: createMessageConnection(new IPCMessageReader(child), new IPCMessageWriter(child)),
+    get pid() {
+      return child.pid;
+    },
+    get connected() {
+      return child.connected;
+    },
+    release: () => {
+      if (child.connected) child.disconnect();
+    },
+    kill: (signal) => {
+      child.kill(signal);
+    },
+    onExit: (listener) => {
+      child.once('exit', listener);
+    },
+    onError: (listener) => {
+      child.once('error', listener);
+    },
+  };
 }
 
 function isTerminal(state: VmState): boolean {
@@ -73,7 +128,7 @@ function isTerminal(state: VmState): boolean {
 export class VmProcessHandle extends EventEmitter<VmProcessEvents> {
   readonly vmId: string;
   readonly createdAt = Date.now();
-  private readonly child: ChildProcess;
+  private readonly child: VmEndpoint;
   private readonly conn: MessageConnection;
   private inFlight = 0;
   private ended = false;
@@ -90,17 +145,8 @@ export class VmProcessHandle extends EventEmitter<VmProcessEvents> {
   constructor(opts: VmProcessOptions) {
     super();
     this.vmId = opts.vmId;
-    this.child = fork(VM_PROCESS_MAIN, [], {
-      // stdout is piped, never inherited: over --stdio the server's stdout is the protocol.
-      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-      env: opts.env ?? process.env,
-      serialization: 'json',
-    });
-    const onLine = opts.onOutputLine ?? (() => undefined);
-    for (const stream of [this.child.stdout, this.child.stderr]) {
-      if (stream) readline.createInterface({ input: stream }).on('line', onLine);
-    }
-    this.conn = createMessageConnection(new IPCMessageReader(this.child), new IPCMessageWriter(this.child));
+    this.child = opts.endpoint ?? forkedEndpoint(opts);
+    this.conn = this.child.connection;
     this.conn.onNotification(ChildStateChanged, (c) => this.applyState(c));
     this.conn.onNotification(ChildDeviceAdded, (p) => {
       if (this.lastStatus !== undefined) this.lastStatus = { ...this.lastStatus, devices: [...this.lastStatus.devices, p.device] };
@@ -118,12 +164,12 @@ export class VmProcessHandle extends EventEmitter<VmProcessEvents> {
     this.conn.onError(() => undefined);
     this.conn.listen();
     this.endedPromise = new Promise((resolve) => {
-      this.child.once('exit', (code, signal) => {
+      this.child.onExit((code, signal) => {
         this.onExit(code, signal);
         resolve();
       });
     });
-    this.child.once('error', (err) => {
+    this.child.onError((err) => {
       this.emit('log', { level: 'error', message: `VM process ${this.vmId}: ${err.message}` });
     });
   }
@@ -134,6 +180,17 @@ export class VmProcessHandle extends EventEmitter<VmProcessEvents> {
 
   get alive(): boolean {
     return !this.ended;
+  }
+
+  /** For a VM that already exists at the endpoint (`tsvmm run --control`): take its status as the mirror's start. */
+  async attach(name: string | undefined): Promise<VmProcessStatus> {
+    this.name = name;
+    const status = await this.request(ChildStatus);
+    this.lastStatus = status;
+    this.state = status.state;
+    this.reason = status.reason ?? 'created';
+    if (status.detail !== undefined) this.detail = status.detail;
+    return status;
   }
 
   async create(description: MachineDescription, token?: CancellationToken): Promise<VmProcessStatus> {
@@ -237,7 +294,7 @@ export class VmProcessHandle extends EventEmitter<VmProcessEvents> {
   }
 
   private release(): void {
-    if (this.child.connected) this.child.disconnect();
+    this.child.release();
     const timer = setTimeout(() => this.kill('SIGKILL'), EXIT_GRACE_MS);
     timer.unref();
     void this.endedPromise.then(() => clearTimeout(timer));

@@ -202,14 +202,30 @@ export class VmRuntime {
     );
     this.machine = machine;
     if (incomingUri !== undefined) await this.listenIncoming(machine, incomingUri);
+    this.reportStateChanges(machine);
+    this.progress('machine ready', 100);
+    return this.status();
+  }
+
+  /**
+   * Serve a machine built elsewhere (`tsvmm run --control`: the VM of this
+   * process, with its own consoles and incoming migration). The channel's
+   * other end then works as with a VM this runtime created.
+   */
+  adopt(machine: Machine, registry: PluginRegistry): void {
+    if (this.machine !== undefined) throw new VmStateError('this runtime already hosts a VM');
+    this.machine = machine;
+    this.registry = registry;
+    this.reportStateChanges(machine);
+  }
+
+  private reportStateChanges(machine: Machine): void {
     machine.on('stateChanged', (change) => {
       const exit = machine.exitResult;
       const terminal = change.to === 'shutdown' || change.to === 'crashed';
       if (terminal) for (const c of this.consoles.values()) c.flush();
       this.notify(ChildStateChanged, { ...change, ...(terminal && exit !== undefined ? { exitStatus: exit.status } : {}) });
     });
-    this.progress('machine ready', 100);
-    return this.status();
   }
 
   // --- migration ------------------------------------------------------------------------

@@ -278,11 +278,23 @@ export class TsvmmClient {
   /** `shutdown` then `exit`, then close the transport (and wait for a spawned server to end). */
   async close(): Promise<void> {
     if (!this.closed) {
+      // a server that closes the connection meanwhile (its VM ended it) answers nothing: stop waiting then
+      let sub: Disposable | undefined;
+      const gone = new Promise<void>((resolve) => {
+        sub = this.connection.onClose(() => resolve());
+      });
       try {
-        await this.connection.sendRequest(Shutdown.type);
-        await this.connection.sendNotification(Exit.type);
+        await Promise.race([
+          (async () => {
+            await this.connection.sendRequest(Shutdown.type);
+            await this.connection.sendNotification(Exit.type);
+          })(),
+          gone,
+        ]);
       } catch {
         // the server may already be gone
+      } finally {
+        sub?.dispose();
       }
     }
     const child = this.child;
