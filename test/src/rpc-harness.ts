@@ -13,6 +13,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeMultibootHeaderKernel } from '@tsvmm/core/testing';
+import { ResponseError } from '@tsvmm/client';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 export const tsvmmCli = path.join(repoRoot, 'host/dist/src/cli.js');
@@ -220,4 +221,15 @@ export const INIT = { jsonrpc: '2.0', id: 0, method: 'initialize', params: { pro
 /** A test that needs something this host lacks fails naming what to install. */
 export function requireFile(file: string, what: string): void {
   if (!fs.existsSync(file)) throw new Error(`${file} is missing: ${what}`);
+}
+
+/** The ResponseError a request fails with (the test fails if it succeeds). */
+export async function rpcError(p: Promise<unknown>): Promise<ResponseError<unknown>> {
+  try {
+    await p;
+  } catch (err) {
+    if (err instanceof ResponseError) return err;
+    throw err;
+  }
+  throw new Error('expected an error response');
 }

@@ -5,19 +5,9 @@
  */
 import { expect } from 'chai';
 import * as fs from 'node:fs';
-import { TsvmmClient, ResponseError, CancellationTokenSource } from '@tsvmm/client';
+import { TsvmmClient, CancellationTokenSource } from '@tsvmm/client';
 import { ErrorCodes, type WorkDoneProgressValue } from '@tsvmm/protocol';
-import { fakeKernel, RawClient, startServer, tmpDir, type ServerProcess } from './rpc-harness.js';
-
-async function rpcError(p: Promise<unknown>): Promise<ResponseError<unknown>> {
-  try {
-    await p;
-  } catch (err) {
-    if (err instanceof ResponseError) return err;
-    throw err;
-  }
-  throw new Error('expected an error response');
-}
+import { fakeKernel, RawClient, rpcError, startServer, tmpDir, type ServerProcess } from './rpc-harness.js';
 
 describe('rpc server (fake accelerator)', function () {
   this.timeout(30_000);

@@ -9,10 +9,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { ResponseError, TsvmmClient } from '@tsvmm/client';
+import { TsvmmClient } from '@tsvmm/client';
 import { ErrorCodes, MigrationStart } from '@tsvmm/protocol';
 import { buildGuests, debugExitStatus, guestImage, tsvmmCli } from './guest-harness.js';
-import { freePort } from './rpc-harness.js';
+import { freePort, rpcError } from './rpc-harness.js';
 
 interface RunProcess {
   proc: ChildProcess;
@@ -61,16 +61,6 @@ function tsvmmRun(args: string[]): RunProcess {
         });
       }),
   };
-}
-
-async function rpcError(p: Promise<unknown>): Promise<ResponseError<unknown>> {
-  try {
-    await p;
-  } catch (err) {
-    if (err instanceof ResponseError) return err;
-    throw err;
-  }
-  throw new Error('expected an error response');
 }
 
 describe('tsvmm run --control (KVM)', function () {
