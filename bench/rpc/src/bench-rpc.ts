@@ -5,7 +5,7 @@
  * echo server measured the same way in the same run (the reference).
  * Target: tsvmm throughput at least 0.7× the echo server's.
  *
- *   npx tsc -b bench/rpc && node bench/rpc/dist/bench-rpc.js [--requests N]
+ *   npx tsc -b bench/rpc && node bench/rpc/dist/bench-rpc.js [--requests N] [--repeat R]
  *
  * A stdio server has exactly one client by construction (the process that
  * spawned it), so "50 clients over stdio" means 50 server processes, each
@@ -30,6 +30,8 @@ const echoServer = path.join(here, 'echo-server.js');
 
 const args = process.argv.slice(2);
 const REQUESTS = Number(args[args.indexOf('--requests') + 1] ?? 0) || 4000;
+/** rounds per server and row; the rates reported are the medians */
+const REPEAT = args.includes('--repeat') ? Math.max(1, Number(args[args.indexOf('--repeat') + 1]) || 1) : 3;
 
 type Transport = 'stdio' | 'unix' | 'tcp';
 type Kind = 'tsvmm' | 'echo';
@@ -232,15 +234,21 @@ const replyFile = path.join(dir, 'reply.json');
 console.log(`response size: ${fs.statSync(replyFile).size} bytes of JSON`);
 
 const rows: string[] = [];
-console.log(`requests per configuration: ${REQUESTS} (split across clients)`);
+console.log(`requests per configuration: ${REQUESTS} (split across clients), ${REPEAT} rounds per server in ABBA order`);
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
 for (const transport of ['stdio', 'unix', 'tcp'] as Transport[]) {
   for (const clients of [1, 50]) {
-    const echo = await measure('echo', transport, clients);
-    const tsvmm = await measure('tsvmm', transport, clients);
-    const e = [...echo.latencies].sort((a, b) => a - b);
-    const t = [...tsvmm.latencies].sort((a, b) => a - b);
-    const eRate = echo.requests / echo.seconds;
-    const tRate = tsvmm.requests / tsvmm.seconds;
+    // rounds alternate which server goes first (E T, T E, T E, E T, ...), so a
+    // drift in the machine's load during the row favours neither
+    const runs: Record<Kind, Result[]> = { echo: [], tsvmm: [] };
+    for (let round = 0; round < REPEAT; round++) {
+      const order: Kind[] = round % 4 === 0 || round % 4 === 3 ? ['echo', 'tsvmm'] : ['tsvmm', 'echo'];
+      for (const kind of order) runs[kind].push(await measure(kind, transport, clients));
+    }
+    const e = runs.echo.flatMap((r) => r.latencies).sort((a, b) => a - b);
+    const t = runs.tsvmm.flatMap((r) => r.latencies).sort((a, b) => a - b);
+    const eRate = median(runs.echo.map((r) => r.requests / r.seconds));
+    const tRate = median(runs.tsvmm.map((r) => r.requests / r.seconds));
     const row = `| ${transport} | ${clients} | ${pct(e, 50).toFixed(0)} / ${pct(e, 99).toFixed(0)} | ${pct(t, 50).toFixed(0)} / ${pct(t, 99).toFixed(0)} | ${eRate.toFixed(0)} | ${tRate.toFixed(0)} | ${(tRate / eRate).toFixed(2)} |`;
     rows.push(row);
     console.log(row);
