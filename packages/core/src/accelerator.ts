@@ -136,6 +136,12 @@ export interface AcceleratorVm extends InterruptAndNotifyServices {
   /** set the bootstrap processor's registers for a boot entry */
   setBootEntry(entry: CpuEntryState): void;
   setIrq(gsi: number, level: boolean): void;
+  /**
+   * The 8259 edge/level control registers (PIIX ELCR, ports 0x4d0/0x4d1; bit
+   * n = IRQ n level-triggered) where the accelerator emulates the PIC: KVM's
+   * in-kernel PIC holds them. Accelerators without a PIC ignore it.
+   */
+  setPicElcr?(mask: number): void;
   /** start the vCPU threads, delivering exits to `sink` */
   start(sink: ExitSink): void;
   /** after the promise resolves no vCPU runs guest code */

@@ -78,6 +78,11 @@ export interface DeviceContext {
   rngBackend(id: string): RngBackend;
   /** the plugin registry, for devices that use other kinds of plugins (block drivers, chardev backends) */
   readonly plugins: PluginRegistry;
+  /**
+   * Program the PIC's edge/level control (the PIIX ELCR pair, bit n = IRQ n
+   * level-triggered), as firmware does; a no-op where the accelerator has no PIC.
+   */
+  setPicElcr(mask: number): void;
 }
 
 /** An entropy source object, resolved: the file or device to read. */

@@ -753,6 +753,7 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
         }
         return d;
       },
+      setPicElcr: (mask: number): void => this.accel.setPicElcr?.(mask),
       rngBackend: (id: string): RngBackend => {
         const r = this.rngBackends.get(id);
         if (r === undefined) {

@@ -139,12 +139,14 @@ export class I440fxHost implements Device, PciFunction, I440fxChipset {
       ramAbove4G: ctx.machine.ramAboveFourGiB,
       interruptLine: (dev, pin) => piixInterruptLine(dev, pin, SEABIOS_PIRQ_IRQS),
       initDevice: (dev, access) => {
-        // SeaBIOS piix_isa_bridge_setup: activate PIRQ routing (the ELCR half is KVM's PIC's; see docs/pci.md).
+        // SeaBIOS piix_isa_bridge_setup: activate PIRQ routing (the ELCR half follows below).
         if (dev.vendorId === PCI_VENDOR_ID_INTEL && dev.deviceId === PIIX3_DEVICE_ID) {
           SEABIOS_PIRQ_IRQS.forEach((irq, i) => access.configWrite(dev.bus, dev.devfn, PIIX_PIRQRC + i, 1, irq));
         }
       },
     });
+    // ...and the ELCR half (0x4d0/0x4d1, held by KVM's PIC): the PIRQ IRQs level-triggered
+    ctx.setPicElcr(SEABIOS_PIRQ_IRQS.reduce((m, irq) => m | (1 << irq), 0));
     SEABIOS_PAM_VALUES.forEach((v, i) => this.config.set8(I440FX_PAM0 + i, v));
     for (const a of this.lastReport.assignments) {
       ctx.log.debug(`PCI ${a.location} ${a.bar === 'window' ? 'window' : `BAR${a.bar}`} ${a.type} at 0x${a.address.toString(16)} size 0x${a.size.toString(16)}`);

@@ -68,6 +68,8 @@ describe('i440FX host bridge and PIIX3', () => {
     expect(cfgRead(t, 0, 0, 0, 4, 2)).to.equal(0x0103);
     expect(cfgRead(t, 0, 0, 0, 0x57, 1)).to.equal(0x10);
     expect(cfgRead(t, 0, 0, 0, 0x58)).to.equal(0x11111000);
+    // the ELCR: IRQ 10 and 11 level-triggered (0x4d1 = 0x0c), 0x4d0 all edge
+    expect(t.picElcr()).to.equal(0x0c00);
   });
 
   it('raises the ISA IRQ a root device\'s INTx is routed to, level, and shares it between sources', () => {

@@ -49,12 +49,16 @@ static int request(void)
 int guest_main(void)
 {
 	uint32_t want_pins = cmdline_get_u32(multiboot_cmdline(), "pins", 0);
-	tap_plan(11);
+	tap_plan(13);
 	uint8_t pirq[4];
 	for (int i = 0; i < 4; i++)
 		pirq[i] = pci_read8(0, 1, 0, 0x60 + i);
 	tap_is(pirq[0] | pirq[1] << 8 | pirq[2] << 16 | (uint32_t)pirq[3] << 24, 0x0b0b0a0a,
 	       "PIIX3 PIRQA-D route to IRQ 10, 10, 11, 11");
+	/* the edge/level control registers (ELCR) as firmware leaves them: the PIRQ
+	 * IRQs level-triggered for guests that take INTx through the 8259s */
+	tap_is(inb(0x4d0), 0x00, "ELCR1 (0x4d0): IRQ 0-7 edge-triggered");
+	tap_is(inb(0x4d1), 0x0c, "ELCR2 (0x4d1): IRQ 10 and 11 level-triggered");
 
 	int n = pci_scan(nodes, 96);
 	uint32_t pins = 0, consistent = 0;

@@ -111,6 +111,9 @@ class EventFdNotifier implements EventNotifier {
   }
 }
 
+/** Where struct kvm_pic_state starts in struct kvm_irqchip (after chip_id and pad). */
+const PIC_STATE_OFFSET = 8;
+
 /** GSIs 0-23 as KVM routes them by default (virt/kvm/irqchip.c, arch/x86/kvm/irq_comm.c): ISA IRQs to both PICs and the IOAPIC, 16-23 to the IOAPIC. */
 function defaultIrqchipRoutes(): KvmIrqRoutingEntry[] {
   const routes: KvmIrqRoutingEntry[] = [];
@@ -297,6 +300,23 @@ class KvmAcceleratorVm implements AcceleratorVm {
   setIrq(gsi: number, level: boolean): void {
     this.irqLevels.set(gsi, level);
     this.vm.irqLine(gsi, level);
+  }
+
+  /**
+   * KVM_GET/SET_IRQCHIP on each PIC: struct kvm_irqchip is chip_id, pad, then
+   * struct kvm_pic_state, whose 15th byte is elcr and 16th elcr_mask (the
+   * bits KVM lets be level-triggered: not IRQ 0-2 and 8, 13 on the slave).
+   */
+  setPicElcr(mask: number): void {
+    for (const [chip, bits] of [
+      [KVM_IRQCHIP_PIC_MASTER, mask & 0xff],
+      [KVM_IRQCHIP_PIC_SLAVE, (mask >> 8) & 0xff],
+    ] as const) {
+      const state = this.vm.getIrqchip(chip);
+      const elcrMask = state[PIC_STATE_OFFSET + 15] ?? 0;
+      state[PIC_STATE_OFFSET + 14] = bits & elcrMask;
+      this.vm.setIrqchip(state);
+    }
   }
 
   start(sink: ExitSink): void {

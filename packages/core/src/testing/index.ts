@@ -235,6 +235,8 @@ export interface TestDeviceContext {
   resets: string[];
   shutdowns: string[];
   exits: { status: number; reason: string }[];
+  /** the last ELCR mask a device programmed (setPicElcr), if any */
+  picElcr(): number | undefined;
 }
 
 export function createTestDeviceContext(opts: TestDeviceContextOptions = {}): TestDeviceContext {
@@ -265,6 +267,7 @@ export function createTestDeviceContext(opts: TestDeviceContextOptions = {}): Te
   const iothreads = new Map((opts.iothreads ?? []).map((t) => [t.id, t]));
   const drives = new Map((opts.drives ?? []).map((d, i) => [d.id ?? `drive${i}`, d]));
   const rngBackends = new Map((opts.rngBackends ?? []).map((r) => [r.id, r]));
+  let elcr: number | undefined;
   const sink = {
     setIrq(gsi: number, level: boolean): void {
       irqLevels.set(gsi, level);
@@ -323,6 +326,9 @@ export function createTestDeviceContext(opts: TestDeviceContextOptions = {}): Te
       return r;
     },
     plugins: opts.plugins ?? PluginRegistry.create({ container: createContainer(), noDiscovery: true }),
+    setPicElcr(mask) {
+      elcr = mask;
+    },
   };
   return {
     ctx,
@@ -341,6 +347,7 @@ export function createTestDeviceContext(opts: TestDeviceContextOptions = {}): Te
     resets,
     shutdowns,
     exits,
+    picElcr: () => elcr,
   };
 }
 
