@@ -13,6 +13,12 @@ export interface Chardev {
   write(data: Uint8Array): void;
   /** host → guest bytes; one listener (the device the chardev is attached to) */
   setInputListener(listener: ((data: Uint8Array) => void) | undefined): void;
+  /**
+   * Flow control (QEMU's chr_can_read): the device has as much host input
+   * waiting as it will hold, so a backend that can wait (a pipe, a terminal)
+   * stops reading until it is called with false.
+   */
+  setInputPaused?(paused: boolean): void;
   close(): void;
 }
 
@@ -77,10 +83,18 @@ export class StdioChardev implements Chardev {
     this.listener = listener;
     if (listener !== undefined && !had) {
       this.input.on('data', this.onData);
-      this.input.resume();
+      if (!this.inputPaused) this.input.resume();
     } else if (listener === undefined && had) {
       this.close();
     }
+  }
+  private inputPaused = false;
+  setInputPaused(paused: boolean): void {
+    if (paused === this.inputPaused) return;
+    this.inputPaused = paused;
+    // what stdin has read meanwhile stays in its buffer until then
+    if (paused) this.input.pause();
+    else if (this.listener !== undefined) this.input.resume();
   }
   close(): void {
     this.input.off('data', this.onData);

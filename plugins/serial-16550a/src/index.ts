@@ -16,8 +16,10 @@
  * - Receive: host input is buffered in the device (at most HOST_INPUT_LIMIT
  *   bytes) and moved into the receive FIFO (16 bytes with FCR0 set, the 1-byte
  *   holding register without) only while there is room, so a guest that reads
- *   slowly loses nothing. Input beyond the bound is dropped with a warning:
- *   the Chardev contract has no way yet to tell the host to stop sending.
+ *   slowly loses nothing. While input waits, the backend is told to stop
+ *   reading (Chardev.setInputPaused, QEMU's chr_can_read: stdin leaves the
+ *   rest in its pipe) until the guest has taken it; input beyond the bound
+ *   from a backend that cannot wait is dropped with a warning.
  * - Character timeout (IIR 0xCC): the chip reports it after four character
  *   times without FIFO activity. Without line timing the device reports it as
  *   soon as the FIFO holds data below the trigger level — by then every byte
@@ -421,6 +423,8 @@ export class Uart16550a implements Device, BusDevice {
       this.hostInput[(this.hostHead + this.hostCount) % HOST_INPUT_LIMIT] = data[i] ?? 0;
       this.hostCount++;
     }
+    // a backend that can wait stops reading while input waits here (stdin: the pipe fills)
+    if (this.hostCount > 0) this.backend?.setInputPaused?.(true);
     if (n < data.length) {
       if (this.droppedInput === 0) {
         this.log.warn(`serial port '${this.id}': guest is not reading; dropping host input beyond ${HOST_INPUT_LIMIT} buffered bytes`);
@@ -437,11 +441,13 @@ export class Uart16550a implements Device, BusDevice {
   private pumpHostInput(): void {
     if (this.loopback) return;
     const capacity = this.receiverCapacity;
+    const had = this.hostCount;
     while (this.hostCount > 0 && this.rxCount < capacity) {
       this.pushReceived(this.hostInput[this.hostHead] ?? 0);
       this.hostHead = (this.hostHead + 1) % HOST_INPUT_LIMIT;
       this.hostCount--;
     }
+    if (had > 0 && this.hostCount === 0) this.backend?.setInputPaused?.(false);
   }
 
   /** A byte arriving from the (loopback) serial input, which cannot wait. */

@@ -269,7 +269,24 @@ describe('isa-serial (16550A)', () => {
       expect(inb(m.pio, LSR) & LSR_OE).to.equal(0);
     });
 
-    it(`drops host input beyond ${HOST_INPUT_LIMIT} waiting bytes`, () => {
+    it('asks the backend to stop sending while host input waits, and to go on once the guest has taken it', () => {
+      const { m, host } = rig();
+      host.input(new Uint8Array(5000).fill(0x41));
+      expect(host.paused, 'paused with input waiting').to.equal(true);
+      let n = 0;
+      while (inb(m.pio, LSR) & LSR_DR) {
+        inb(m.pio, RBR);
+        n++;
+        // still paused until the last waiting byte has moved into the receiver
+        if (n < 5000 - 1) expect(host.paused).to.equal(true);
+      }
+      expect(n).to.equal(5000);
+      expect(host.paused, 'resumed once everything was read').to.equal(false);
+      host.input('x'); // fits the receiver at once: no pause at all
+      expect(host.paused).to.equal(false);
+    });
+
+    it(`drops host input beyond ${HOST_INPUT_LIMIT} waiting bytes (from a backend that cannot wait)`, () => {
       const { uart, host } = rig();
       host.input(new Uint8Array(HOST_INPUT_LIMIT + 100));
       expect(uart.pendingHostInput).to.equal(HOST_INPUT_LIMIT - 1); // one byte went on into the holding register

@@ -161,6 +161,13 @@ export class RecordingChardev implements Chardev {
   get attached(): boolean {
     return this.listener !== undefined;
   }
+  /** the device asked the host to stop sending (flow control), and how often it switched */
+  paused = false;
+  pauseChanges = 0;
+  setInputPaused(paused: boolean): void {
+    if (paused !== this.paused) this.pauseChanges++;
+    this.paused = paused;
+  }
   close(): void {
     this.listener = undefined;
   }
