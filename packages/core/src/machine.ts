@@ -164,6 +164,8 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
   private readonly rngBackends = new Map<string, RngBackend>();
   private stateValue: VmState = 'created';
   private pendingAction: (() => Promise<void>) | undefined;
+  /** the machine's end in progress (finish) */
+  private finishing: Promise<void> | undefined;
   private kernelImage: Uint8Array | undefined;
   private loadedKernel: LoadedKernel | undefined;
   private readonly clockState = { startNs: process.hrtime.bigint(), pausedAt: undefined as bigint | undefined, pausedTotal: 0n, wall: new Date() };
@@ -656,12 +658,16 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
     });
   }
 
-  private async finish(exit: MachineExit, to: 'shutdown' | 'crashed'): Promise<void> {
-    if (this.stateValue === 'shutdown' || this.stateValue === 'crashed') return;
-    this.exitInfo = exit;
-    await this.teardown();
-    this.setState(to, exit.reason, exit.message);
-    this.emit('exit', exit);
+  private finish(exit: MachineExit, to: 'shutdown' | 'crashed'): Promise<void> {
+    if (this.stateValue === 'shutdown' || this.stateValue === 'crashed') return Promise.resolve();
+    // a second end (the guest powering off while the host shuts it down) waits for the first
+    this.finishing ??= (async () => {
+      this.exitInfo = exit;
+      await this.teardown();
+      this.setState(to, exit.reason, exit.message);
+      this.emit('exit', exit);
+    })();
+    return this.finishing;
   }
 
   private async teardown(): Promise<void> {

@@ -278,6 +278,21 @@ describe('Machine', () => {
     expect(await exit).to.deep.include({ status: 0, reason: 'guest-shutdown' });
   });
 
+  it('ends once when the guest powers off while the host shuts it down', async () => {
+    const m = await create({});
+    m.start();
+    const exits: MachineExit[] = [];
+    m.on('exit', (e) => exits.push(e));
+    const changes: StateChange[] = [];
+    m.on('stateChanged', (c) => changes.push(c));
+    accel.vm?.sink?.pio(0x80, Uint8Array.of(3), true);
+    await Promise.all([m.shutdown('host one'), m.shutdown('host two'), new Promise((r) => setImmediate(r))]);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(m.state).to.equal('shutdown');
+    expect(exits).to.have.length(1);
+    expect(changes.filter((c) => c.to === 'shutdown')).to.have.length(1);
+  });
+
   it('reports an internal error as a crash with its details', async () => {
     const m = await create({});
     m.start();
