@@ -21,15 +21,14 @@
  * (the data plane never passes the main thread's throttle filter).
  */
 import { z } from 'zod';
-import { ConfigError, defineDeviceType, devicePlugin, prop, type Device, type DeviceContext, type DriveSpec, type PluginManifest } from '@tsvmm/core';
+import { ConfigError, defineDeviceType, devicePlugin, prop, type DeviceContext, type DriveSpec, type PluginManifest } from '@tsvmm/core';
 import { BlockDriverRegistry } from '@tsvmm/block';
 import { assertThrottlable, parseThrottleOptions, ThrottleConfigError, ThrottleError } from '@tsvmm/block/throttle';
 import { pciDeviceProperties } from '@tsvmm/pci';
 import {
   VIRTIO_ID_BLOCK,
-  VIRTIO_PCI_STATE_VERSION,
   VirtioCommon,
-  VirtioPciDevice,
+  VirtioPciDeviceBase,
   VirtioPciTransport,
   featureBit,
   type VirtioDeviceConfigSpace,
@@ -140,16 +139,17 @@ export function blkConfigSpace(fields: {
   };
 }
 
-export class VirtioBlkPci implements Device {
+export class VirtioBlkPci extends VirtioPciDeviceBase<BlkInit, BlkLocal> {
   readonly typeName = 'virtio-blk-pci';
-  private device: VirtioPciDevice<BlkInit, BlkLocal> | undefined;
   private info: BlkInfo | undefined;
   private drive: BlkDriveOptions | undefined;
 
   constructor(
-    readonly id: string,
+    id: string,
     readonly props: VirtioBlkProperties,
-  ) {}
+  ) {
+    super(id, 'virtio-blk');
+  }
 
   async realize(ctx: DeviceContext): Promise<void> {
     const p = this.props;
@@ -215,22 +215,21 @@ export class VirtioBlkPci implements Device {
       addr: p.addr,
       multifunction: p.multifunction,
     });
-    this.device = new VirtioPciDevice(virtio, pci);
     try {
-      const info = (await virtio.start(pci)) as BlkInfo;
-      this.info = info;
-      config = blkConfigSpace({
-        capacity: Math.floor(info.size / SECTOR_SIZE),
-        segMax: p['queue-size'] - 2,
-        numQueues,
-        maxDiscardSectors: p['max-discard-sectors'],
-        maxWriteZeroesSectors: p['max-write-zeroes-sectors'],
-        writeZeroesMayUnmap: drive.discard === 'unmap',
+      await this.start(virtio, pci, (started) => {
+        const info = started as BlkInfo;
+        this.info = info;
+        config = blkConfigSpace({
+          capacity: Math.floor(info.size / SECTOR_SIZE),
+          segMax: p['queue-size'] - 2,
+          numQueues,
+          maxDiscardSectors: p['max-discard-sectors'],
+          maxWriteZeroesSectors: p['max-write-zeroes-sectors'],
+          writeZeroesMayUnmap: drive.discard === 'unmap',
+        });
+        if (info.readOnly && !drive.readOnly) ctx.log.warn(`${this.id}: drive '${p.drive}' opened read-only`);
       });
-      if (info.readOnly && !drive.readOnly) ctx.log.warn(`${this.id}: drive '${p.drive}' opened read-only`);
-      pci.attach();
     } catch (err) {
-      await this.unrealize();
       throw new ConfigError(`${this.id}: drive '${p.drive}' (${spec.file}): ${(err as Error).message}`, { cause: err });
     }
   }
@@ -244,42 +243,6 @@ export class VirtioBlkPci implements Device {
     return f;
   }
 
-  reset(): void {
-    this.device?.reset();
-  }
-
-  // --- persistence (migration, snapshots): virtio-pci state, version 1 --------------------
-
-  readonly stateVersion = VIRTIO_PCI_STATE_VERSION;
-
-  private realized(): VirtioPciDevice<BlkInit, BlkLocal> {
-    if (this.device === undefined) throw new Error(`${this.id} is not realized`);
-    return this.device;
-  }
-
-  saveState(): unknown {
-    return this.realized().saveState();
-  }
-
-  loadState(version: number, state: unknown): void {
-    this.realized().loadState(version, state, `virtio-blk '${this.id}'`);
-  }
-
-  /** Requests in flight finish into guest RAM and the used rings before the state is taken. */
-  async quiesce(): Promise<void> {
-    await this.device?.quiesce();
-  }
-
-  unquiesce(): void {
-    this.device?.unquiesce();
-  }
-
-  async unrealize(): Promise<void> {
-    const d = this.device;
-    this.device = undefined;
-    await d?.close();
-  }
-
   describe(): Record<string, unknown> {
     return {
       drive: this.props.drive,
@@ -288,18 +251,8 @@ export class VirtioBlkPci implements Device {
       ...(this.device?.virtio.iothread !== undefined ? { iothread: this.device.virtio.iothread } : {}),
       ...(this.info !== undefined ? { size: this.info.size, readonly: this.info.readOnly } : {}),
       ...(this.drive !== undefined ? { discard: this.drive.discard } : {}),
-      ...(this.device?.pci.location !== undefined ? { addr: this.device.pci.location } : {}),
+      ...this.addr,
     };
-  }
-
-  /** The virtio state (status, features, last error), for tests and diagnostics. */
-  get virtioState(): VirtioCommon<BlkInit, BlkLocal> | undefined {
-    return this.device?.virtio;
-  }
-
-  /** The PCI function, once realized (tests drive it like a guest). */
-  get pciFunction(): VirtioPciTransport<BlkInit, BlkLocal> | undefined {
-    return this.device?.pci;
   }
 }
 

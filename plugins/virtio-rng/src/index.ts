@@ -1,9 +1,10 @@
 /**
  * virtio-rng-pci: the virtio entropy device (OASIS VIRTIO 1.2 §5.4) on the
  * virtio-pci transport — the model device for third-party virtio plugins:
- * properties, then realize (a VirtioCommon held as a field, a transport, a
- * data plane), then reset and unrealize. The request path is in
- * data-plane.ts.
+ * properties, then realize (a VirtioCommon, a transport, a data plane,
+ * handed to VirtioPciDeviceBase.start), and describe; reset, state,
+ * quiesce and unrealize come from VirtioPciDeviceBase. The request path is
+ * in data-plane.ts.
  *
  * Properties (QEMU spellings): `rng=` an rng object (`--object
  * rng-random,id=rng0,filename=/dev/hwrng` or `rng-builtin`, as QEMU) or,
@@ -13,9 +14,9 @@
  * `multifunction=`.
  */
 import { z } from 'zod';
-import { ConfigError, defineDeviceType, devicePlugin, prop, type Device, type DeviceContext } from '@tsvmm/core';
+import { ConfigError, defineDeviceType, devicePlugin, prop, type DeviceContext } from '@tsvmm/core';
 import { pciDeviceProperties } from '@tsvmm/pci';
-import { VIRTIO_ID_RNG, VIRTIO_PCI_STATE_VERSION, VirtioCommon, VirtioPciDevice, VirtioPciTransport } from '@tsvmm/virtio';
+import { VIRTIO_ID_RNG, VirtioCommon, VirtioPciDeviceBase, VirtioPciTransport } from '@tsvmm/virtio';
 import { createRngHandler, type RngInit, type RngLocal } from './data-plane.js';
 
 /** The entropy source without rng= or filename= (the issue's default; QEMU's is its rng-builtin). */
@@ -34,16 +35,17 @@ export const virtioRngProperties = z.strictObject({
 });
 export type VirtioRngProperties = z.output<typeof virtioRngProperties>;
 
-export class VirtioRngPci implements Device {
+export class VirtioRngPci extends VirtioPciDeviceBase<RngInit, RngLocal> {
   readonly typeName = 'virtio-rng-pci';
-  private device: VirtioPciDevice<RngInit, RngLocal> | undefined;
   /** the entropy source, once realized */
   private sourceFile: string | undefined;
 
   constructor(
-    readonly id: string,
+    id: string,
     readonly props: VirtioRngProperties,
-  ) {}
+  ) {
+    super(id, 'virtio-rng');
+  }
 
   async realize(ctx: DeviceContext): Promise<void> {
     const filename = this.source(ctx);
@@ -68,14 +70,7 @@ export class VirtioRngPci implements Device {
       addr: this.props.addr,
       multifunction: this.props.multifunction,
     });
-    this.device = new VirtioPciDevice(virtio, pci);
-    try {
-      await virtio.start(pci);
-      pci.attach();
-    } catch (err) {
-      await this.unrealize();
-      throw err;
-    }
+    await this.start(virtio, pci);
   }
 
   /** The entropy source: the rng object's, filename=, or the default. */
@@ -90,59 +85,13 @@ export class VirtioRngPci implements Device {
     return filename ?? DEFAULT_SOURCE;
   }
 
-  reset(): void {
-    this.device?.reset();
-  }
-
-  // --- persistence (migration, snapshots): virtio-pci state, version 1 --------------------
-
-  readonly stateVersion = VIRTIO_PCI_STATE_VERSION;
-
-  private realized(): VirtioPciDevice<RngInit, RngLocal> {
-    if (this.device === undefined) throw new Error(`${this.id} is not realized`);
-    return this.device;
-  }
-
-  saveState(): unknown {
-    return this.realized().saveState();
-  }
-
-  loadState(version: number, state: unknown): void {
-    this.realized().loadState(version, state, `virtio-rng '${this.id}'`);
-  }
-
-  /** Requests in flight (also those waiting for the rate limit) finish before the state is taken. */
-  async quiesce(): Promise<void> {
-    await this.device?.quiesce();
-  }
-
-  unquiesce(): void {
-    this.device?.unquiesce();
-  }
-
-  async unrealize(): Promise<void> {
-    const d = this.device;
-    this.device = undefined;
-    await d?.close();
-  }
-
   describe(): Record<string, unknown> {
     return {
       filename: this.sourceFile ?? this.props.filename ?? DEFAULT_SOURCE,
       ...(this.props.rng !== undefined ? { rng: this.props.rng } : {}),
       ...(this.props['max-bytes'] !== undefined ? { 'max-bytes': this.props['max-bytes'], period: this.props.period } : {}),
-      ...(this.device?.pci.location !== undefined ? { addr: this.device.pci.location } : {}),
+      ...this.addr,
     };
-  }
-
-  /** The virtio state (status, features, last error), for tests and diagnostics. */
-  get virtioState(): VirtioCommon<RngInit, RngLocal> | undefined {
-    return this.device?.virtio;
-  }
-
-  /** The PCI function, once realized (tests drive it like a guest). */
-  get pciFunction(): VirtioPciTransport<RngInit, RngLocal> | undefined {
-    return this.device?.pci;
   }
 }
 
