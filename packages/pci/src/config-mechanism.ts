@@ -13,6 +13,7 @@
 import type { BusDevice } from '@tsvmm/core';
 import type { PciBus } from './bus.js';
 import { PCI_CONFIG_SPACE_SIZE } from './constants.js';
+import { readLe, writeLe } from './le.js';
 
 export const PCI_CONFIG_ADDRESS_PORT = 0xcf8;
 export const PCI_CONFIG_DATA_PORT = 0xcfc;
@@ -29,16 +30,6 @@ export interface PciConfigAccess {
 
 function allOnes(size: number): number {
   return size === 4 ? 0xffffffff : (1 << (8 * size)) - 1;
-}
-
-function le(data: Uint8Array): number {
-  let v = 0;
-  for (let i = data.length - 1; i >= 0; i--) v = v * 256 + (data[i] as number);
-  return v;
-}
-
-function putLe(data: Uint8Array, value: number): void {
-  for (let i = 0; i < data.length; i++) data[i] = Math.floor(value / 2 ** (8 * i)) & 0xff;
 }
 
 export class PciConfigMechanism1 implements BusDevice, PciConfigAccess {
@@ -75,7 +66,7 @@ export class PciConfigMechanism1 implements BusDevice, PciConfigAccess {
         data.fill(0xff);
         return;
       }
-      putLe(data, Math.floor(this.address / 2 ** (8 * offset)) % 2 ** (8 * size));
+      writeLe(data, Math.floor(this.address / 2 ** (8 * offset)) % 2 ** (8 * size));
       return;
     }
     if (!this.dataSize(size) || (this.address & PCI_CONFIG_ADDRESS_ENABLE) === 0 || offset + size > 8) {
@@ -83,19 +74,19 @@ export class PciConfigMechanism1 implements BusDevice, PciConfigAccess {
       return;
     }
     const { bus, devfn, reg } = this.decode(offset);
-    putLe(data, this.configRead(bus, devfn, reg, size));
+    writeLe(data, this.configRead(bus, devfn, reg, size));
   }
 
   write(offset: number, data: Uint8Array): void {
     const size = data.length;
     if (offset < 4) {
-      if (offset === 0 && size === 4) this.address = le(data);
+      if (offset === 0 && size === 4) this.address = readLe(data);
       else if (offset === 1 && size === 1) this.port0xcf9?.write(0, data);
       return;
     }
     if (!this.dataSize(size) || (this.address & PCI_CONFIG_ADDRESS_ENABLE) === 0 || offset + size > 8) return;
     const { bus, devfn, reg } = this.decode(offset);
-    this.configWrite(bus, devfn, reg, size, le(data));
+    this.configWrite(bus, devfn, reg, size, readLe(data));
   }
 
   private dataSize(size: number): size is 1 | 2 | 4 {

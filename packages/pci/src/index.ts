@@ -1,6 +1,7 @@
 export * from './constants.js';
 export * from './errors.js';
 export * from './bar.js';
+export * from './le.js';
 export * from './config-space.js';
 export * from './function.js';
 export * from './bus.js';

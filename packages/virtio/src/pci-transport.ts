@@ -33,7 +33,9 @@ import {
   PciMsix,
   loadPciFunctionState,
   pciBusFor,
+  readLe,
   savePciFunctionState,
+  writeLe,
   type PciAttachment,
   type PciAttachOptions,
   type PciBar,
@@ -99,16 +101,6 @@ export interface VirtioPciOptions {
   bus?: string;
   addr?: PciAttachOptions['addr'];
   multifunction?: boolean;
-}
-
-function le(data: Uint8Array): number {
-  let v = 0;
-  for (let i = data.length - 1; i >= 0; i--) v = v * 256 + (data[i] as number);
-  return v;
-}
-
-function putLe(data: Uint8Array, value: number): void {
-  for (let i = 0; i < data.length; i++) data[i] = Math.floor(value / 2 ** (8 * i)) & 0xff;
 }
 
 /** One field of struct virtio_pci_common_cfg. */
@@ -314,7 +306,7 @@ export class VirtioPciTransport<I = unknown, L = unknown> implements PciFunction
     const w = this.pciCfgWindow();
     if (w === undefined) return;
     const data = new Uint8Array(w.length);
-    putLe(data, this.config.get32(this.pciCfgCap + 16));
+    writeLe(data, this.config.get32(this.pciCfgCap + 16));
     this.modernBar.write(w.offset, data);
   }
 
@@ -323,7 +315,7 @@ export class VirtioPciTransport<I = unknown, L = unknown> implements PciFunction
     if (w === undefined) return;
     const data = new Uint8Array(w.length);
     this.modernBar.read(w.offset, data);
-    this.config.set32(this.pciCfgCap + 16, le(data));
+    this.config.set32(this.pciCfgCap + 16, readLe(data));
   }
 
   // --- common configuration (§4.1.4.3) --------------------------------------------------

@@ -15,6 +15,8 @@ import {
   PCI_MSIX_FLAGS_ENABLE,
   PCI_ROOT_BUS,
   PciBus,
+  readLe,
+  writeLe,
   type PciFunction,
 } from '@tsvmm/pci';
 import { VIRTIO_PCI_MODERN_BAR, VIRTIO_PCI_MSIX_BAR } from '../pci-transport.js';
@@ -68,12 +70,6 @@ export function createVirtioPciTestBench(opts: TestDeviceContextOptions = {}): V
   return { t, bus, intx };
 }
 
-function le(data: Uint8Array): number {
-  let v = 0;
-  for (let i = data.length - 1; i >= 0; i--) v = v * 256 + (data[i] as number);
-  return v;
-}
-
 /** Drives one virtio-pci function like a guest driver. */
 export class VirtioPciTestDriver {
   readonly bar4: number;
@@ -100,12 +96,12 @@ export class VirtioPciTestDriver {
   read(addr: number, size: 1 | 2 | 4): number {
     const d = new Uint8Array(size);
     this.bench.t.mmio.read(addr, d);
-    return le(d);
+    return readLe(d);
   }
 
   write(addr: number, size: 1 | 2 | 4, value: number): void {
     const d = new Uint8Array(size);
-    for (let i = 0; i < size; i++) d[i] = Math.floor(value / 2 ** (8 * i)) & 0xff;
+    writeLe(d, value);
     this.bench.t.mmio.write(addr, d);
   }
 
