@@ -152,8 +152,8 @@ export class BlockDriverRegistry {
         'flatten it with `tsvmm img convert`',
       );
     }
-    let format = opts.format ?? (await this.probe(filename));
     const proto = this.protocolDriverFor(filename);
+    let format = opts.format ?? proto?.format ?? (await this.probe(filename));
     if (proto !== undefined && format !== proto.format) {
       // qemu stacks a format on a protocol (raw over nbd://); tsvmm's protocol drivers
       // already present the guest-visible bytes, so raw over them is the protocol itself
