@@ -86,6 +86,10 @@ const VALID_TRANSITIONS: Record<VmState, VmState[]> = {
   crashed: [],
 };
 
+function describeEntry(d: DeviceEntry): { id: string; driver: string; properties: Record<string, unknown> } {
+  return { id: d.device.id, driver: d.driver, properties: d.device.describe() };
+}
+
 interface DeviceEntry {
   device: Device;
   driver: string;
@@ -292,7 +296,7 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
   }
 
   listDevices(): { id: string; driver: string; properties: Record<string, unknown> }[] {
-    return this.devices.map((d) => ({ id: d.device.id, driver: d.driver, properties: d.device.describe() }));
+    return this.devices.map(describeEntry);
   }
 
   exitCounts(): Record<string, number> {
@@ -345,8 +349,7 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
     }
     const wasRunning = this.stateValue === 'running';
     await this.accel.reset();
-    for (const d of this.devices) d.device.reset();
-    this.devicesReady();
+    this.relayout();
     this.loadKernel();
     this.opts.log.info('machine reset', { reason, detail });
     if (wasRunning) this.accel.resume();
@@ -925,7 +928,7 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
       throw err;
     }
     this.relayout();
-    return { id: entry.device.id, driver: entry.driver, properties: entry.device.describe() };
+    return describeEntry(entry);
   }
 
   /** Cold-unplug: the reverse of coldPlug, under the same conditions. */
@@ -954,7 +957,7 @@ export class Machine extends EventEmitter<{ stateChanged: [StateChange]; exit: [
     entry.realized = false;
   }
 
-  /** Power-on state for every device and the firmware's set-up again, as after a reset (the vCPUs have not run). */
+  /** Power-on state for every device, then the firmware's set-up again (machine reset, cold-plug). */
   private relayout(): void {
     for (const d of this.devices) d.device.reset();
     this.devicesReady();
