@@ -395,8 +395,7 @@ export class Mc146818Rtc implements Device, BusDevice {
     const seconds = days * 86400 + hour * 3600 + this.decode(c[RTC_MINUTES] ?? 0) * 60 + this.decode(c[RTC_SECONDS] ?? 0);
     this.rtcOffsetNs = BigInt(seconds) * NS_PER_S + phase - this.clockNs();
     this.lastUpdateSecond = BigInt(seconds);
-    this.alarmCheckedSecond = undefined;
-    this.alarmSeen = false;
+    this.forgetAlarm();
   }
 
   private get binary(): boolean {
@@ -444,8 +443,7 @@ export class Mc146818Rtc implements Device, BusDevice {
     if (this.running) this.lastUpdateSecond = floorDiv(this.guestNs(), NS_PER_S);
     const tick = this.periodicTick();
     if (tick !== undefined) this.lastPeriodicTick = tick;
-    this.alarmSeen = false;
-    this.alarmCheckedSecond = undefined;
+    this.forgetAlarm();
     if (flags & (this.cmos[RTC_REG_B] ?? 0) & REG_C_INTERRUPT_FLAGS) flags |= REG_C_IRQF;
     this.updateIrq();
     return flags;
@@ -467,6 +465,12 @@ export class Mc146818Rtc implements Device, BusDevice {
     }
     this.alarmCheckedSecond = second;
     return this.alarmSeen;
+  }
+
+  /** AF is derived again from lastUpdateSecond (the cache above is dropped). */
+  private forgetAlarm(): void {
+    this.alarmSeen = false;
+    this.alarmCheckedSecond = undefined;
   }
 
   /** Alarm bytes 0xC0-0xFF match any value ("don't care", datasheet "Alarm"). */
@@ -534,8 +538,7 @@ export class Mc146818Rtc implements Device, BusDevice {
   private clearInterruptFlags(): void {
     this.lastUpdateSecond = floorDiv(this.guestNs(), NS_PER_S);
     this.lastPeriodicTick = this.periodicTick() ?? 0n;
-    this.alarmSeen = false;
-    this.alarmCheckedSecond = undefined;
+    this.forgetAlarm();
     this.updateIrq();
   }
 
@@ -563,8 +566,7 @@ export class Mc146818Rtc implements Device, BusDevice {
     this.lastUpdateSecond = s.lastUpdateSecond;
     this.lastPeriodicTick = s.lastPeriodicTick;
     this.nowSecond = undefined;
-    this.alarmSeen = false;
-    this.alarmCheckedSecond = undefined;
+    this.forgetAlarm();
     // the line and the timer follow the loaded registers
     this.updateIrq();
   }
